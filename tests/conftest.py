@@ -6,7 +6,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from jaxtyping import install_import_hook
 
 with install_import_hook("lensneurons", "beartype.beartype"):
-    import lensneurons  # noqa: F401  (imported here so that every submodule is instrumented)
+    # Only modules imported inside this block are instrumented, so import every one of them now.
+    import importlib
+    import pkgutil
+
+    import lensneurons
+
+    for _mod in pkgutil.walk_packages(lensneurons.__path__, "lensneurons."):
+        importlib.import_module(_mod.name)
 
 import pytest
 import torch

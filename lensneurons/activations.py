@@ -1,0 +1,183 @@
+"""Pooled activations per text, streamed from hook points into reducers.
+
+Nothing here builds an `ActivationCache`: a hook on each requested layer pools its activations over
+the text's real tokens (padding excluded) into one row per text, and each batch of rows goes straight
+to the reducers (`lensneurons.stats`). Texts are batched by length to keep padding low, and the forward
+pass stops after the last requested layer, so the unembedding is never computed.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+from tqdm.auto import tqdm
+from transformer_lens import HookedTransformer
+
+from lensneurons import distributed
+from lensneurons.sites import check_layers, hook_name, site_width
+
+Pooling = Literal["mean", "last", "max"]
+POOLINGS = ("mean", "last", "max")
+
+
+@dataclass
+class TokenBatch:
+    tokens: Int[Tensor, "batch pos"]
+    mask: Bool[Tensor, "batch pos"]  # True on real tokens; padding is on the right
+    ids: Int[Tensor, "batch"]  # positions of these texts in the caller's list
+
+
+def tokenize(
+    model: HookedTransformer,
+    texts: Sequence[str],
+    prepend_bos: bool | None = None,
+    append_eos: bool = False,
+    max_length: int | None = None,
+) -> list[list[int]]:
+    """Token ids per text, with BOS (the model's default) and optionally EOS; truncated to max_length."""
+    if model.tokenizer is None:
+        raise ValueError("the model has no tokenizer; pass one to the HookedTransformer")
+    if isinstance(texts, str):
+        raise TypeError("texts must be a list of strings, not a single string")
+    prepend_bos = model.cfg.default_prepend_bos if prepend_bos is None else prepend_bos
+    max_length = max_length or model.cfg.n_ctx
+    tok = model.tokenizer
+    out = []
+    for ids in tok(list(texts), add_special_tokens=False)["input_ids"]:
+        ids = ([tok.bos_token_id] if prepend_bos else []) + list(ids)
+        if append_eos:
+            ids = ids[: max_length - 1] + [tok.eos_token_id]
+        out.append(ids[:max_length])
+    if any(len(ids) == 0 for ids in out):
+        raise ValueError("a text has no tokens (empty string without BOS); drop empty texts first")
+    return out
+
+
+def length_batches(
+    token_ids: Sequence[Sequence[int]],
+    batch_size: int,
+    pad_id: int,
+    ids: Sequence[int] | None = None,
+    device: torch.device | str = "cpu",
+) -> Iterator[TokenBatch]:
+    """Right-padded batches of texts of similar length (longest first, so peak memory shows at once)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    ids = list(range(len(token_ids))) if ids is None else list(ids)
+    order = sorted(range(len(token_ids)), key=lambda i: -len(token_ids[i]))
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        width = len(token_ids[chunk[0]])
+        tokens = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.bool)
+        for row, i in enumerate(chunk):
+            seq = token_ids[i]
+            tokens[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+            mask[row, : len(seq)] = True
+        yield TokenBatch(tokens.to(device), mask.to(device), torch.tensor([ids[i] for i in chunk], device=device))
+
+
+def pool(
+    acts: Float[Tensor, "batch pos neuron"], mask: Bool[Tensor, "batch pos"], how: str = "mean"
+) -> Float[Tensor, "batch neuron"]:
+    """Pool over the real tokens of each text: their mean, their maximum, or the last one."""
+    if how == "mean":
+        weights = mask.to(acts.dtype)
+        return torch.einsum("bpn,bp->bn", acts, weights) / weights.sum(1, keepdim=True)
+    if how == "max":
+        return acts.masked_fill(~mask[..., None], float("-inf")).amax(1)
+    if how == "last":
+        last = mask.sum(1) - 1
+        return acts[torch.arange(acts.shape[0], device=acts.device), last]
+    raise ValueError(f"unknown pooling {how!r}; expected one of {POOLINGS}")
+
+
+def shard_range(n_texts: int, shard: tuple[int, int] | None) -> range:
+    """The contiguous block of text ids that shard (i, n) owns."""
+    if shard is None:
+        return range(n_texts)
+    i, n = shard
+    if not (n >= 1 and 0 <= i < n):
+        raise ValueError(f"shard must be (i, n) with 0 <= i < n, got {shard}")
+    return range(i * n_texts // n, (i + 1) * n_texts // n)
+
+
+def stream_pooled(
+    model: HookedTransformer,
+    texts: Sequence[str],
+    site: str = "mlp",
+    layers: int | Sequence[int] | None = None,
+    pooling: str = "mean",
+    batch_size: int = 16,
+    max_length: int | None = None,
+    append_eos: bool = False,
+    shard: tuple[int, int] | None = None,
+    progress: bool = True,
+) -> Iterator[tuple[Int[Tensor, "batch"], Float[Tensor, "batch layer neuron"]]]:
+    """Yield (text ids, pooled activations) batch by batch for this shard's texts.
+
+    Under `torchrun`, a shard of None means this rank's share of the texts.
+    """
+    if pooling not in POOLINGS:
+        raise ValueError(f"unknown pooling {pooling!r}; expected one of {POOLINGS}")
+    layers = check_layers(model, layers)
+    width = site_width(model, site)
+    if len(texts) == 0:
+        raise ValueError("texts is empty")
+    if shard is None and distributed.is_active():
+        shard = (distributed.rank(), distributed.world_size())
+    own = shard_range(len(texts), shard)
+    token_ids = tokenize(model, [texts[i] for i in own], append_eos=append_eos, max_length=max_length)
+    device = model.cfg.device
+    pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+
+    current: dict[str, Tensor] = {}
+
+    def make_hook(slot: int):
+        def hook(act: Tensor, hook) -> None:
+            current["pooled"][:, slot] = pool(act, current["mask"], pooling).to(current["pooled"].dtype)
+
+        return hook
+
+    fwd_hooks = [(hook_name(site, layer), make_hook(slot)) for slot, layer in enumerate(layers)]
+    bar = tqdm(total=len(own), desc=f"pooling {site} activations", unit="text", disable=not progress)
+    with torch.inference_mode():
+        for batch in length_batches(token_ids, batch_size, pad_id, ids=own, device=device):
+            current["mask"] = batch.mask
+            current["pooled"] = torch.empty(len(batch.ids), len(layers), width, device=device)
+            model.run_with_hooks(
+                batch.tokens,
+                attention_mask=batch.mask.long(),
+                stop_at_layer=max(layers) + 1,
+                fwd_hooks=fwd_hooks,
+            )
+            bar.update(len(batch.ids))
+            yield batch.ids, current["pooled"]
+    bar.close()
+
+
+def collect(model: HookedTransformer, texts: Sequence[str], reducers: Sequence, **kwargs) -> list:
+    """Stream pooled activations of `texts` into `reducers` (each with `update(x, ids)`).
+
+    Keyword arguments go to `stream_pooled`. Under `torchrun` every rank reduces its shard and the
+    reducers' states are merged, so each rank returns the single-process result.
+    """
+    reducers = list(reducers)
+    for ids, pooled in stream_pooled(model, texts, **kwargs):
+        for reducer in reducers:
+            reducer.update(pooled, ids)
+    if distributed.is_active() and kwargs.get("shard") is None:
+        reducers = [distributed.merge_across_ranks(r) for r in reducers]
+    return reducers
+
+
+def pooled_activations(model: HookedTransformer, texts: Sequence[str], **kwargs) -> Float[Tensor, "text layer neuron"]:
+    """All texts' pooled activations as one tensor (text order preserved). See `stream_pooled`."""
+    from lensneurons.stats import Stack
+
+    (stack,) = collect(model, texts, [Stack()], **kwargs)
+    return stack.values

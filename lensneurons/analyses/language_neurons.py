@@ -1,0 +1,199 @@
+"""Language-specific neurons (Kojima et al. 2024, after Suau et al. 2022).
+
+A neuron's score for language L is the average precision with which its mean-pooled activation
+separates texts in L from texts in other languages. The top-k and bottom-k neurons by AP are L's
+neurons; clamping them to their median activation on L's texts steers generation towards L.
+
+    ln = LanguageNeurons(k=1000).fit(model, kojima2024())
+    ln.top_["ja"], ln.bottom_["ja"], ln.overlap()
+    with patched(model, ln.clamp("ja")):
+        texts = generate_from_bos(model, seeds=range(1, 101))
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from transformer_lens import HookedTransformer
+
+from lensneurons.activations import pooled_activations
+from lensneurons.bleu import ReferenceSet
+from lensneurons.data.multilingual import LanguageTexts
+from lensneurons.generation import generate_from_bos
+from lensneurons.langid import identify
+from lensneurons.neurons import NeuronSet, overlap_matrix
+from lensneurons.patching import NeuronEdit, patched, set_to
+from lensneurons.stats import average_precision, median
+
+Which = Literal["top", "bottom", "both", "middle"]
+CONDITIONS = ("none", "top", "bottom", "both")
+
+
+@dataclass
+class SteeringConfig:
+    seeds: Sequence[int] = field(default_factory=lambda: list(range(1, 101)))
+    max_new_tokens: int = 32
+    batch_size: int = 50
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    threshold: float = 0.5  # fastText probability needed to count a text as in the target language
+
+
+class LanguageNeurons:
+    """Find language-specific neurons by average precision and steer generation with them.
+
+    Parameters are stored as given; `fit` does the work. Fitted attributes end in `_`.
+    """
+
+    def __init__(
+        self,
+        k: int = 1000,
+        site: str = "mlp",
+        pooling: str = "mean",
+        batch_size: int = 16,
+        max_length: int = 256,
+    ):
+        self.k = k
+        self.site = site
+        self.pooling = pooling
+        self.batch_size = batch_size
+        self.max_length = max_length
+
+    # fitting -------------------------------------------------------------------------------
+    def fit(self, model: HookedTransformer, data: LanguageTexts, progress: bool = True) -> LanguageNeurons:
+        acts = pooled_activations(
+            model,
+            data.texts,
+            site=self.site,
+            pooling=self.pooling,
+            batch_size=self.batch_size,
+            max_length=self.max_length,
+            progress=progress,
+        )
+        return self.fit_activations(acts, data)
+
+    def fit_activations(self, acts: Float[Tensor, "text layer neuron"], data: LanguageTexts) -> LanguageNeurons:
+        """Fit from pooled activations already collected for `data.texts` (in that order)."""
+        if acts.shape[0] != len(data.texts):
+            raise ValueError(f"activations have {acts.shape[0]} rows but data has {len(data.texts)} texts")
+        n_layers, width = acts.shape[1:]
+        if not 1 <= self.k <= n_layers * width // 2:
+            raise ValueError(
+                f"k={self.k} must be between 1 and half the number of neurons ({n_layers * width // 2}) "
+                "so that the top-k and bottom-k sets do not overlap"
+            )
+        self.languages_ = list(data.languages)
+        self.n_layers_, self.width_ = n_layers, width
+        scores, medians = [], []
+        for lang in self.languages_:
+            idx, labels = data.labelled(lang)
+            scores.append(average_precision(acts[idx].flatten(1), labels).view(n_layers, width).float())
+            medians.append(median(acts[torch.as_tensor(data.positives[lang])]))
+        self.scores_: Float[Tensor, "lang layer neuron"] = torch.stack(scores)
+        self.medians_: Float[Tensor, "lang layer neuron"] = torch.stack(medians)
+        self.top_ = {lang: self.neurons(lang, "top") for lang in self.languages_}
+        self.bottom_ = {lang: self.neurons(lang, "bottom") for lang in self.languages_}
+        self.middle_ = {lang: self.neurons(lang, "middle") for lang in self.languages_}
+        self.activations_ = acts
+        self.data_ = data
+        return self
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "scores_"):
+            raise RuntimeError("this LanguageNeurons is not fitted yet; call fit(model, data) first")
+
+    def _lang_index(self, lang: str) -> int:
+        self._check_fitted()
+        if lang not in self.languages_:
+            raise ValueError(f"unknown language {lang!r}; fitted languages are {self.languages_}")
+        return self.languages_.index(lang)
+
+    # neuron sets --------------------------------------------------------------------------
+    def neurons(self, lang: str, which: Which = "both", k: int | None = None) -> NeuronSet:
+        """`lang`'s top-k, bottom-k, both, or the k around the median AP ("middle")."""
+        scores = self.scores_[self._lang_index(lang)]
+        k = self.k if k is None else k
+        total = scores.numel()
+        if not 1 <= k <= total:
+            raise ValueError(f"k must be between 1 and the number of neurons ({total}), got {k}")
+        if which == "top":
+            return NeuronSet.top_k(self.site, scores, k)
+        if which == "bottom":
+            return NeuronSet.top_k(self.site, scores, k, largest=False)
+        if which == "both":
+            return NeuronSet.top_k(self.site, scores, k) | NeuronSet.top_k(self.site, scores, k, largest=False)
+        if which == "middle":
+            order = torch.argsort(scores.flatten(), stable=True)
+            start = (total - k) // 2
+            return NeuronSet(self.site, self.n_layers_, self.width_, order[start : start + k])
+        raise ValueError(f"unknown neuron group {which!r}; expected top, bottom, both or middle")
+
+    def clamp(self, lang: str, which: Which = "both", k: int | None = None) -> NeuronEdit:
+        """The intervention: set `lang`'s neurons to their median activation on `lang`'s texts."""
+        return set_to(self.neurons(lang, which, k), self.medians_[self._lang_index(lang)])
+
+    def overlap(self, which: Which = "both") -> Int[Tensor, "lang lang"]:
+        """|neurons(a) ∩ neurons(b)| for every pair of languages (diagonal: 2k for "both")."""
+        self._check_fitted()
+        return overlap_matrix({lang: self.neurons(lang, which) for lang in self.languages_})
+
+    def layer_histograms(self, lang: str) -> dict[str, Int[Tensor, "layer"]]:
+        return {w: self.neurons(lang, w).layer_histogram() for w in ("top", "middle", "bottom")}
+
+    def activation_split(self, lang: str, which: Which = "top") -> tuple[Float[Tensor, "n"], Float[Tensor, "m"]]:
+        """Mean activation over `lang`'s neurons, for target-language texts and for the other texts."""
+        s = self.neurons(lang, which)
+        per_text = self.activations_[:, s.layers, s.indices].mean(1)
+        idx, labels = self.data_.labelled(lang)
+        return per_text[idx[labels]], per_text[idx[~labels]]
+
+    # steering -----------------------------------------------------------------------------
+    def generate(
+        self,
+        model: HookedTransformer,
+        lang: str,
+        which: Literal["none", "top", "bottom", "both"],
+        config: SteeringConfig = SteeringConfig(),
+        k: int | None = None,
+        progress: bool = False,
+    ) -> list[str]:
+        """Sample from [BOS] with `lang`'s neurons clamped (or without intervention for "none")."""
+        edits = [] if which == "none" else [self.clamp(lang, which, k)]
+        with patched(model, *edits):
+            return generate_from_bos(
+                model,
+                config.seeds,
+                config.max_new_tokens,
+                config.batch_size,
+                config.temperature,
+                config.top_k,
+                config.top_p,
+                progress=progress,
+            )
+
+
+def score_generations(
+    texts: Sequence[str], lang: str, threshold: float = 0.5, references: ReferenceSet | None = None, tokenizer=None
+) -> dict:
+    """Target-language rate (fastText score > threshold) and, given references, mean BLEU-4 of the hits."""
+    ids = identify(texts)
+    hits = [t for t, (code, p) in zip(texts, ids) if code == lang and p > threshold]
+    row = {"rate": len(hits) / len(texts), "n": len(texts), "languages": [c for c, _ in ids]}
+    if references is not None:
+        scores = [references.sentence_bleu(tokenizer.tokenize(t)) for t in hits]
+        row["bleu"] = sum(scores) / len(scores) if scores else float("nan")
+    return row
+
+
+def reference_set(data: LanguageTexts, lang: str, tokenizer) -> ReferenceSet:
+    """All of `lang`'s positive texts, tokenised with the model's tokenizer (the paper's BLEU references)."""
+    return ReferenceSet([tokenizer.tokenize(data.texts[i]) for i in sorted(set(data.positives[lang]))])
+
+
+def config_dict(obj) -> dict:
+    return asdict(obj) if hasattr(obj, "__dataclass_fields__") else dict(vars(obj))

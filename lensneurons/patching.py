@@ -1,0 +1,110 @@
+"""Neuron edits (zero, scale, set to given values) applied as TransformerLens hooks.
+
+    with patched(model, zero(neurons)):           # suppress knowledge neurons
+        model(tokens)
+    with patched(model, set_to(neurons, medians)):  # clamp language neurons, also during generate
+        model.generate(...)
+
+The hooks overwrite only the chosen coordinates, so every other neuron keeps exactly its value at
+the edited site; they are removed on exit and on exception (`HookedRootModule.hooks`).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from transformer_lens import HookedTransformer
+
+from lensneurons.neurons import NeuronSet
+from lensneurons.sites import hook_name, site_width
+
+
+@dataclass(frozen=True)
+class NeuronEdit:
+    """One operation on a set of neurons: `set` them to `values`, or `scale` them by `values`."""
+
+    neurons: NeuronSet
+    op: Literal["set", "scale"]
+    values: Float[Tensor, "k"]  # one value per neuron, in `neurons`' (sorted) order
+
+    def __post_init__(self):
+        if self.op not in ("set", "scale"):
+            raise ValueError(f"unknown edit op {self.op!r}; expected 'set' or 'scale'")
+        if self.values.shape != (len(self.neurons),):
+            raise ValueError(f"{len(self.neurons)} neurons but {tuple(self.values.shape)} values")
+
+
+def zero(neurons: NeuronSet) -> NeuronEdit:
+    return NeuronEdit(neurons, "set", torch.zeros(len(neurons)))
+
+
+def scale(neurons: NeuronSet, factor: float) -> NeuronEdit:
+    return NeuronEdit(neurons, "scale", torch.full((len(neurons),), float(factor)))
+
+
+def set_to(neurons: NeuronSet, values: Float[Tensor, "layer neuron"] | Float[Tensor, "k"]) -> NeuronEdit:
+    """Set each neuron to a value: either one per neuron (in the set's order) or a full (layer, width) table."""
+    if values.ndim == 2:
+        if tuple(values.shape) != (neurons.n_layers, neurons.width):
+            raise ValueError(
+                f"value table has shape {tuple(values.shape)}, expected ({neurons.n_layers}, {neurons.width})"
+            )
+        values = values[neurons.layers, neurons.indices]
+    return NeuronEdit(neurons, "set", values.detach().float().cpu())
+
+
+def edit_hooks(
+    model: HookedTransformer, edits: list[NeuronEdit], positions: Int[Tensor, "p"] | slice | None = None
+) -> list[tuple[str, Callable]]:
+    """TransformerLens forward hooks that apply `edits` (in order) at `positions` (default: all)."""
+    if isinstance(positions, Tensor):
+        positions = positions.long()[:, None]  # (p, 1) against (1, k) neuron indices: a p×k block
+    where = slice(None) if positions is None else positions
+    per_layer: dict[str, list[tuple[Tensor, str, Tensor]]] = {}
+    for edit in edits:
+        s = edit.neurons
+        if s.n_layers != model.cfg.n_layers or s.width != site_width(model, s.site):
+            raise ValueError(
+                f"neuron set shape {s.n_layers}×{s.width} at site {s.site!r} does not match the model "
+                f"({model.cfg.n_layers}×{site_width(model, s.site)})"
+            )
+        for layer, idx in s.by_layer().items():
+            vals = edit.values[s.layers == layer]
+            per_layer.setdefault(hook_name(s.site, layer), []).append((idx, edit.op, vals))
+
+    def make_hook(ops):
+        cached: dict[torch.device, list] = {}
+
+        def hook(act: Tensor, hook) -> Tensor:
+            if act.device not in cached:
+                cached[act.device] = [
+                    ((slice(None), _to(where, act.device), i.to(act.device)), op, v.to(act.device, act.dtype))
+                    for i, op, v in ops
+                ]
+            # in place is safe for inference; with autograd we edit a copy
+            out = act.clone() if act.requires_grad else act
+            for index, op, vals in cached[act.device]:
+                out[index] = vals if op == "set" else out[index] * vals
+            return out
+
+        return hook
+
+    return [(name, make_hook(ops)) for name, ops in per_layer.items()]
+
+
+def _to(where, device):
+    return where.to(device) if isinstance(where, Tensor) else where
+
+
+@contextmanager
+def patched(
+    model: HookedTransformer, *edits: NeuronEdit, positions: Int[Tensor, "p"] | slice | None = None
+) -> Iterator[HookedTransformer]:
+    """Apply `edits` to every forward pass inside the block (including `generate`); always removed after."""
+    with model.hooks(fwd_hooks=edit_hooks(model, list(edits), positions)):
+        yield model

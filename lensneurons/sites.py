@@ -1,0 +1,54 @@
+"""Named neuron sites and their TransformerLens hook points."""
+from __future__ import annotations
+
+from transformer_lens import HookedTransformer
+try:  # TransformerLens 3 moved it; 2.x has it in utils
+    from transformer_lens.utilities import get_act_name
+except ImportError:
+    from transformer_lens.utils import get_act_name
+
+# site -> TransformerLens activation name (see transformer_lens.utils.get_act_name)
+SITES = {
+    "mlp": "post",  # blocks.{l}.mlp.hook_post: MLP hidden activation after the non-linearity (d_mlp)
+    "mlp_pre": "pre",  # blocks.{l}.mlp.hook_pre: before the non-linearity (d_mlp)
+    "resid": "resid_post",  # blocks.{l}.hook_resid_post: residual stream after the block (d_model)
+}
+
+
+def check_site(site: str) -> str:
+    if site not in SITES:
+        raise ValueError(f"unknown hook site {site!r}; expected one of {sorted(SITES)}")
+    return site
+
+
+def hook_name(site: str, layer: int) -> str:
+    return get_act_name(SITES[check_site(site)], layer)
+
+
+def site_width(model: HookedTransformer, site: str) -> int:
+    """Neurons per layer at `site`; errors if the model has no such site."""
+    check_site(site)
+    if site == "resid":
+        return model.cfg.d_model
+    if model.cfg.attn_only or model.cfg.d_mlp is None:
+        raise ValueError(f"site {site!r} needs MLP layers, but this model is attention-only")
+    return model.cfg.d_mlp
+
+
+def check_layers(model: HookedTransformer, layers: int | list[int] | range | None) -> list[int]:
+    """Normalise a layer selection (None = all layers); negative indices count from the end."""
+    n = model.cfg.n_layers
+    if layers is None:
+        return list(range(n))
+    if isinstance(layers, int):
+        layers = [layers]
+    out = []
+    for layer in layers:
+        if not -n <= layer < n:
+            raise ValueError(f"layer {layer} is out of range for a model with {n} layers (0..{n - 1})")
+        out.append(layer % n)
+    if not out:
+        raise ValueError("no layers selected")
+    if len(set(out)) != len(out):
+        raise ValueError(f"layers contain duplicates: {list(layers)}")
+    return out

@@ -1,0 +1,568 @@
+"""Per-neuron statistics: vectorised scores over all neurons and mergeable streaming reducers.
+
+Functions take a matrix with one row per text and any trailing neuron shape and reduce over
+the rows. Reducers (`MeanVar`, `WelchT`, `Stack`, `TopK`) consume batches of rows, and
+`merge` combines two reducers exactly, so that sharded runs give the single-pass result.
+`state_dict()` holds only CPU tensors and plain Python values (for saving, or for
+`torch.distributed.all_gather_object`); `from_state_dict` rebuilds the reducer.
+"""
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+__all__ = [
+    "average_precision",
+    "average_precision_multi",
+    "welch_t",
+    "welch_t_from_moments",
+    "median",
+    "MeanVar",
+    "WelchT",
+    "Stack",
+    "TopK",
+]
+
+
+def _sort_rows(x: Float[Tensor, "row n"]) -> Float[Tensor, "row n"]:
+    """Sort each row ascending (values only); half precision comes back as float32."""
+    if x.device.type == "cpu":
+        # numpy's SIMD sort is about 10x faster than torch.sort on CPU; float32 holds every
+        # float16/bfloat16 value exactly, so order and ties are unchanged.
+        if x.dtype not in (torch.float32, torch.float64):
+            x = x.float()
+        return torch.from_numpy(np.sort(x.detach().numpy(), axis=-1))
+    return torch.sort(x.detach(), dim=-1).values
+
+
+def _check_chunk_size(chunk_size: int) -> None:
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+
+
+def _column_chunks(n_columns: int, chunk_size: int):
+    for start in range(0, n_columns, chunk_size):
+        yield start, min(start + chunk_size, n_columns)
+
+
+def _check_ap_input(scores: Tensor, labels: Tensor, chunk_size: int) -> None:
+    _check_chunk_size(chunk_size)
+    if scores.ndim < 1:
+        raise ValueError("scores must have a text dimension, got a 0-D tensor")
+    if labels.ndim != 2:
+        raise ValueError(f"labels must be 2-D (label, text), got shape {tuple(labels.shape)}")
+    if labels.dtype != torch.bool:
+        raise ValueError(f"labels must be a bool tensor, got {labels.dtype}")
+    n = scores.shape[0]
+    if labels.shape[1] != n:
+        raise ValueError(f"labels has {labels.shape[1]} entries but scores has {n} rows")
+    for i, n_pos in enumerate(labels.sum(dim=1).tolist()):
+        if n_pos in (0, n):
+            where = "" if labels.shape[0] == 1 else f" in label set {i}"
+            raise ValueError(
+                f"labels contain only one class{where} ({'all' if n_pos else 'no'} positives):"
+                " average precision needs both positives and negatives"
+            )
+
+
+def average_precision(
+    scores: Float[Tensor, "text *neuron"],
+    labels: Bool[Tensor, "text"],
+    chunk_size: int = 4096,
+) -> Float[Tensor, "*neuron"]:
+    """Average precision of every neuron's scores for `labels`, as float64.
+
+    Equals `sklearn.metrics.average_precision_score(labels, scores[:, j])` for every column,
+    ties included (tied scores enter the ranking together). `chunk_size` neuron columns are
+    processed at a time to bound memory.
+    """
+    if labels.ndim != 1:
+        raise ValueError(f"labels must be 1-D (one entry per text), got shape {tuple(labels.shape)}")
+    _check_ap_input(scores, labels[None], chunk_size)
+    return average_precision_multi(scores, labels[None], chunk_size)[0]
+
+
+def average_precision_multi(
+    scores: Float[Tensor, "text *neuron"],
+    labels: Bool[Tensor, "label text"],
+    chunk_size: int = 4096,
+) -> Float[Tensor, "label *neuron"]:
+    """`average_precision` for several label sets at once (e.g. one row per language).
+
+    Each neuron column is sorted once and shared by all label sets, so this is much faster
+    than calling `average_precision` once per label set.
+    """
+    _check_ap_input(scores, labels, chunk_size)
+    n = scores.shape[0]
+    labels = labels.to(scores.device)
+    pos_rows = [row.nonzero().squeeze(1) for row in labels]
+
+    # AP = mean over positives i of P_i / A_i, where A_i counts all texts scoring >= s_i and
+    # P_i the positives scoring >= s_i: the precision at the end of i's tie group, which is
+    # exactly where sklearn evaluates it. Both counts come from searches in sorted rows.
+    flat = scores.reshape(n, -1)
+    n_cols = flat.shape[1]
+    out = torch.empty(labels.shape[0], n_cols, dtype=torch.float64, device=scores.device)
+    for start, stop in _column_chunks(n_cols, chunk_size):
+        block = flat[:, start:stop].T.contiguous()
+        if torch.isnan(block).any():
+            raise ValueError("scores contain NaN: average precision needs every score to be comparable")
+        sorted_all = _sort_rows(block)
+        for i, rows in enumerate(pos_rows):
+            pos_sorted = _sort_rows(block.index_select(1, rows))
+            n_ge_all = n - torch.searchsorted(sorted_all, pos_sorted, side="left")
+            n_ge_pos = len(rows) - torch.searchsorted(pos_sorted, pos_sorted, side="left")
+            out[i, start:stop] = (n_ge_pos.double() / n_ge_all.double()).sum(dim=1) / len(rows)
+    return out.reshape(labels.shape[0], *scores.shape[1:])
+
+
+def welch_t_from_moments(
+    mean1: Float[Tensor, "*neuron"],
+    var1: Float[Tensor, "*neuron"],
+    n1: int,
+    mean2: Float[Tensor, "*neuron"],
+    var2: Float[Tensor, "*neuron"],
+    n2: int,
+) -> Float[Tensor, "*neuron"]:
+    """Welch's t, (mean1 - mean2) / sqrt(var1/n1 + var2/n2), from sample means and variances.
+
+    Zero variance in both groups gives ±inf (or nan when the means are equal), as in scipy.
+    """
+    if n1 < 2 or n2 < 2:
+        raise ValueError(f"Welch's t needs at least 2 samples per group, got n1={n1} and n2={n2}")
+    mean1, var1, mean2, var2 = (t.double() for t in (mean1, var1, mean2, var2))
+    return (mean1 - mean2) / torch.sqrt(var1 / n1 + var2 / n2)
+
+
+def welch_t(x: Float[Tensor, "text *neuron"], labels: Bool[Tensor, "text"]) -> Float[Tensor, "*neuron"]:
+    """Welch's t of rows labelled True against rows labelled False, per neuron, as float64.
+
+    Equals `scipy.stats.ttest_ind(x[labels], x[~labels], equal_var=False).statistic`.
+    """
+    if x.ndim < 1:
+        raise ValueError("x must have a text dimension, got a 0-D tensor")
+    if labels.ndim != 1 or labels.shape[0] != x.shape[0]:
+        raise ValueError(f"labels has shape {tuple(labels.shape)} but x has {x.shape[0]} rows")
+    if labels.dtype != torch.bool:
+        raise ValueError(f"labels must be a bool tensor, got {labels.dtype}")
+    labels = labels.to(x.device)
+    n1 = int(labels.sum())
+    n2 = x.shape[0] - n1
+    if n1 < 2 or n2 < 2:
+        raise ValueError(
+            f"welch_t needs at least 2 rows in each group, got {n1} labelled True and {n2} labelled False"
+        )
+    pos = MeanVar().update(x[labels])
+    neg = MeanVar().update(x[~labels])
+    return welch_t_from_moments(pos.mean, pos.var, pos.count, neg.mean, neg.var, neg.count)
+
+
+def median(x: Float[Tensor, "text *neuron"], chunk_size: int = 4096) -> Float[Tensor, "*neuron"]:
+    """Median over texts like `numpy.median(x, axis=0)`: the mean of the two middle values
+    for an even count (torch.median returns the lower one); NaN where a column has NaN."""
+    _check_chunk_size(chunk_size)
+    if x.ndim < 1 or x.shape[0] == 0:
+        raise ValueError(f"median needs at least one row, got shape {tuple(x.shape)}")
+    n = x.shape[0]
+    flat = x.reshape(n, -1)
+    out = torch.empty(flat.shape[1], dtype=x.dtype, device=x.device)
+    for start, stop in _column_chunks(flat.shape[1], chunk_size):
+        sorted_rows = _sort_rows(flat[:, start:stop].T.contiguous())
+        if n % 2:
+            mid = sorted_rows[:, n // 2]
+        else:
+            mid = (sorted_rows[:, n // 2 - 1] + sorted_rows[:, n // 2]) / 2
+        # NaNs sort last, so a column with any NaN has one in its final position
+        mid = torch.where(torch.isnan(sorted_rows[:, -1]), sorted_rows[:, -1], mid)
+        out[start:stop] = mid.to(x.dtype)
+    return out.reshape(x.shape[1:])
+
+
+def _cpu(t: Optional[Tensor]) -> Optional[Tensor]:
+    return None if t is None else t.detach().cpu()
+
+
+def _check_kind(d: dict, kind: str) -> None:
+    if d.get("kind") != kind:
+        raise ValueError(f"state dict is for {d.get('kind')!r}, not {kind!r}")
+
+
+def _check_ids(ids: Tensor, n_rows: int) -> None:
+    if ids.ndim != 1 or ids.shape[0] != n_rows:
+        raise ValueError(f"ids has shape {tuple(ids.shape)} but x has {n_rows} rows")
+
+
+def _check_trailing(have: Optional[Tensor], new_shape: torch.Size, skip: int = 1) -> None:
+    if have is not None and have.shape[skip:] != new_shape:
+        raise ValueError(f"neuron shape {tuple(new_shape)} does not match earlier {tuple(have.shape[skip:])}")
+
+
+class MeanVar:
+    """Running count, mean and sum of squared deviations (M2) per element, in float64.
+
+    Batches and shards combine with Chan et al.'s parallel formula, so any split of the rows
+    gives the single-pass result up to float64 rounding.
+    """
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._mean: Optional[Tensor] = None
+        self._m2: Optional[Tensor] = None
+
+    def _combine(self, count: int, mean: Tensor, m2: Tensor) -> None:
+        if self._mean is None:
+            self._count, self._mean, self._m2 = count, mean, m2
+            return
+        _check_trailing(self._mean, mean.shape, skip=0)
+        mean, m2 = mean.to(self._mean.device), m2.to(self._mean.device)
+        total = self._count + count
+        delta = mean - self._mean
+        self._mean = self._mean + delta * (count / total)
+        self._m2 = self._m2 + m2 + delta.square() * (self._count * count / total)
+        self._count = total
+
+    def update(self, x: Float[Tensor, "batch *neuron"]) -> "MeanVar":
+        """Add a batch of rows."""
+        if x.ndim < 1:
+            raise ValueError("x must have a batch dimension, got a 0-D tensor")
+        if x.shape[0] == 0:
+            _check_trailing(self._mean, x.shape[1:], skip=0)
+            return self
+        x = x.detach()
+        if self._mean is not None:
+            x = x.to(self._mean.device)
+        x = x.double()
+        mean = x.mean(dim=0)
+        self._combine(x.shape[0], mean, (x - mean).square().sum(dim=0))
+        return self
+
+    def merge(self, other: "MeanVar") -> "MeanVar":
+        """Fold another MeanVar's rows into this one."""
+        if other._mean is not None:
+            self._combine(other._count, other._mean, other._m2)
+        return self
+
+    @property
+    def count(self) -> int:
+        """Number of rows seen."""
+        return self._count
+
+    @property
+    def mean(self) -> Float[Tensor, "*neuron"]:
+        """Mean per element (float64)."""
+        if self._mean is None:
+            raise ValueError("MeanVar has seen no rows: mean is undefined")
+        return self._mean
+
+    @property
+    def var(self) -> Float[Tensor, "*neuron"]:
+        """Sample variance per element (ddof=1, float64)."""
+        if self._count < 2:
+            raise ValueError(f"variance (ddof=1) needs at least 2 rows, MeanVar has seen {self._count}")
+        return self._m2 / (self._count - 1)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"kind": "MeanVar", "count": self._count, "mean": _cpu(self._mean), "m2": _cpu(self._m2)}
+
+    @classmethod
+    def from_state_dict(cls, d: dict[str, Any]) -> "MeanVar":
+        _check_kind(d, "MeanVar")
+        out = cls()
+        out._count, out._mean, out._m2 = int(d["count"]), d["mean"], d["m2"]
+        return out
+
+
+class WelchT:
+    """Streaming Welch's t: rows go to `pos` or `neg` by `labels[ids]`.
+
+    `labels` covers every text up front; `t` equals `welch_t` on all rows. Duplicate ids are
+    not detected.
+    """
+
+    def __init__(self, labels: Bool[Tensor, "text"]) -> None:
+        if labels.dtype != torch.bool:
+            raise ValueError(f"labels must be a bool tensor, got {labels.dtype}")
+        self.labels = labels.detach()
+        self.pos = MeanVar()
+        self.neg = MeanVar()
+
+    def update(self, x: Float[Tensor, "batch *neuron"], ids: Int[Tensor, "batch"]) -> "WelchT":
+        """Add rows `x` for texts `ids`."""
+        _check_ids(ids, x.shape[0])
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.labels.shape[0]):
+            raise ValueError(f"ids must lie in [0, {self.labels.shape[0]}), got range [{int(ids.min())}, {int(ids.max())}]")
+        if self.labels.device != x.device:
+            self.labels = self.labels.to(x.device)
+        is_pos = self.labels[ids.to(x.device)]
+        self.pos.update(x[is_pos])
+        self.neg.update(x[~is_pos])
+        return self
+
+    def merge(self, other: "WelchT") -> "WelchT":
+        """Fold another WelchT (built with the same labels) into this one."""
+        if not torch.equal(self.labels.cpu(), other.labels.cpu()):
+            raise ValueError("cannot merge WelchT reducers built with different labels")
+        self.pos.merge(other.pos)
+        self.neg.merge(other.neg)
+        return self
+
+    @property
+    def t(self) -> Float[Tensor, "*neuron"]:
+        """Welch's t of positive rows against negative rows (float64)."""
+        p, q = self.pos, self.neg
+        if p.count < 2 or q.count < 2:
+            raise ValueError(
+                f"Welch's t needs at least 2 rows per group, got {p.count} positive and {q.count} negative"
+            )
+        return welch_t_from_moments(p.mean, p.var, p.count, q.mean, q.var, q.count)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "kind": "WelchT",
+            "labels": _cpu(self.labels),
+            "pos": self.pos.state_dict(),
+            "neg": self.neg.state_dict(),
+        }
+
+    @classmethod
+    def from_state_dict(cls, d: dict[str, Any]) -> "WelchT":
+        _check_kind(d, "WelchT")
+        out = cls(d["labels"])
+        out.pos = MeanVar.from_state_dict(d["pos"])
+        out.neg = MeanVar.from_state_dict(d["neg"])
+        return out
+
+
+class Stack:
+    """Keeps every row with its text id; `values` gives them ordered by id.
+
+    Shards merged in any order therefore give exactly the single-pass matrix. Duplicate ids
+    raise ValueError at merge and when results are read.
+    """
+
+    def __init__(self) -> None:
+        self._values: list[Tensor] = []
+        self._ids: list[Tensor] = []
+        self._sorted = False  # True when the state is one chunk, ordered by id and checked
+
+    def update(self, x: Float[Tensor, "batch *neuron"], ids: Int[Tensor, "batch"]) -> "Stack":
+        """Add rows `x` for texts `ids`."""
+        _check_ids(ids, x.shape[0])
+        if self._values:
+            _check_trailing(self._values[0], x.shape[1:])
+            x = x.to(self._values[0].device)
+        # a copy, in case the caller reuses its buffer
+        self._values.append(x.detach().clone())
+        self._ids.append(ids.detach().to(device=x.device, dtype=torch.int64))
+        self._sorted = False
+        return self
+
+    def _consolidate(self) -> None:
+        if not self._values:
+            raise ValueError("Stack has seen no rows")
+        if self._sorted:
+            return
+        ids = torch.cat(self._ids)
+        order = torch.argsort(ids, stable=True)
+        ids = ids[order]
+        dup = ids[1:] == ids[:-1]
+        if dup.any():
+            raise ValueError(f"duplicate text id {int(ids[1:][dup][0])} in Stack")
+        self._values = [torch.cat(self._values)[order]]
+        self._ids = [ids]
+        self._sorted = True
+
+    def merge(self, other: "Stack") -> "Stack":
+        """Fold another Stack's rows into this one."""
+        for x, ids in zip(other._values, other._ids):
+            self.update(x, ids)
+        if self._values:
+            self._consolidate()
+        return self
+
+    @property
+    def values(self) -> Float[Tensor, "text *neuron"]:
+        """All rows, ordered by id."""
+        self._consolidate()
+        return self._values[0]
+
+    @property
+    def ids(self) -> Int[Tensor, "text"]:
+        """Ids of the rows of `values`, ascending."""
+        self._consolidate()
+        return self._ids[0]
+
+    def state_dict(self) -> dict[str, Any]:
+        if not self._values:
+            return {"kind": "Stack", "values": None, "ids": None}
+        return {"kind": "Stack", "values": _cpu(self.values), "ids": _cpu(self.ids)}
+
+    @classmethod
+    def from_state_dict(cls, d: dict[str, Any]) -> "Stack":
+        _check_kind(d, "Stack")
+        out = cls()
+        if d["values"] is not None:
+            out.update(d["values"], d["ids"])
+        return out
+
+
+class TopK:
+    """Per element, the k largest (or smallest) values seen and the ids of their texts.
+
+    Order is by value, best first, then by smaller id: a strict order when ids are unique,
+    so brute force, any batch order and any merge of shards give identical values and ids.
+    Ids must lie in [0, 2**32); duplicate ids are not detected. Values are kept in float32
+    (float64 when the first update is float64) and returned in the first update's dtype.
+    """
+
+    _BLOCK = 512  # rows selected at once: batches are pooled up to this, larger ones split
+
+    def __init__(self, k: int, largest: bool = True) -> None:
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        self.k = k
+        self.largest = largest
+        # the best so far, (n_elements, m) with m <= k, best first along dim 1
+        self._values: Optional[Tensor] = None
+        self._ids: Optional[Tensor] = None
+        self._shape: Optional[torch.Size] = None  # neuron shape
+        self._dtype: Optional[torch.dtype] = None  # dtype of the first update
+        self._device: Optional[torch.device] = None
+        self._pending: list[tuple[Tensor, Tensor]] = []  # (rows, ids) not yet selected
+        self._n_pending = 0
+
+    def _select(self, values: Tensor, ids: Tensor) -> None:
+        """Keep the best k of the state and new candidates `values` (n_elements, c), whose ids
+        are `ids`: (c,) shared by all elements, or (n_elements, c)."""
+        m = 0 if self._values is None else self._values.shape[1]
+        cand = torch.empty(values.shape[0], m + values.shape[1], dtype=values.dtype, device=values.device)
+        cand[:, m:] = values
+        if m:
+            cand[:, :m] = self._values
+        k = min(self.k, cand.shape[1])
+        # in-place steps throughout: on CPU, fresh large buffers cost more than the arithmetic
+        if cand.dtype == torch.float32:
+            # One int64 key per candidate, ascending = best first then smaller id, so that
+            # a single topk replaces a two-key sort: an int32 that orders like the float
+            # in the high half, the id in the low half.
+            cand.add_(0.0)  # turns -0.0 into 0.0, which it equals
+            bits = cand.view(torch.int32)
+            key32 = bits >> 31
+            key32 &= 0x7FFFFFFF
+            key32 ^= bits
+            if self.largest:
+                key32.bitwise_not_()
+            key = key32.long()
+            del key32
+            key <<= 32
+            key[:, m:] |= ids
+            if m:
+                key[:, :m] |= self._ids
+            best, order = key.topk(k, dim=1, largest=False, sorted=True)
+            self._ids = best & 0xFFFFFFFF
+            self._values = cand.gather(1, order)
+            return
+        # float64 leaves no room for the id in 64 bits: two stable sorts, by id then by value
+        cand_ids = torch.empty(cand.shape, dtype=torch.int64, device=cand.device)
+        cand_ids[:, m:] = ids
+        if m:
+            cand_ids[:, :m] = self._ids
+        order = torch.sort(cand_ids, dim=1, stable=True).indices
+        cand, cand_ids = cand.gather(1, order), cand_ids.gather(1, order)
+        order = torch.sort(cand, dim=1, descending=self.largest, stable=True).indices[:, :k]
+        self._values, self._ids = cand.gather(1, order), cand_ids.gather(1, order)
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        rows = torch.cat([r for r, _ in self._pending]) if len(self._pending) > 1 else self._pending[0][0]
+        ids = torch.cat([i for _, i in self._pending]) if len(self._pending) > 1 else self._pending[0][1]
+        self._pending, self._n_pending = [], 0
+        for start in range(0, rows.shape[0], self._BLOCK):
+            self._select(rows[start : start + self._BLOCK].T, ids[start : start + self._BLOCK])
+
+    def update(self, x: Float[Tensor, "batch *neuron"], ids: Int[Tensor, "batch"]) -> "TopK":
+        """Add rows `x` for texts `ids`."""
+        if x.ndim < 1:
+            raise ValueError("x must have a batch dimension, got a 0-D tensor")
+        _check_ids(ids, x.shape[0])
+        if self._shape is not None and x.shape[1:] != self._shape:
+            raise ValueError(f"neuron shape {tuple(x.shape[1:])} does not match earlier {tuple(self._shape)}")
+        if x.shape[0] == 0:
+            return self
+        if int(ids.min()) < 0 or int(ids.max()) >= 2**32:
+            raise ValueError(f"ids must lie in [0, 2**32), got range [{int(ids.min())}, {int(ids.max())}]")
+        if torch.isnan(x).any():
+            raise ValueError("x contains NaN: TopK needs every value to be comparable")
+        if self._dtype is None:
+            self._shape, self._dtype, self._device = x.shape[1:], x.dtype, x.device
+        work = torch.float64 if self._dtype == torch.float64 else torch.float32
+        # float32 holds float16/bfloat16 exactly, so selection on it is exact
+        rows = x.detach().to(device=self._device, dtype=work).reshape(x.shape[0], -1)
+        if rows.data_ptr() == x.data_ptr():
+            rows = rows.clone()  # kept until the next flush: the caller may reuse its buffer
+        self._pending.append((rows, ids.detach().to(device=self._device, dtype=torch.int64)))
+        self._n_pending += x.shape[0]
+        if self._n_pending >= self._BLOCK:
+            self._flush()
+        return self
+
+    def merge(self, other: "TopK") -> "TopK":
+        """Fold another TopK (same k and direction) into this one."""
+        if (other.k, other.largest) != (self.k, self.largest):
+            raise ValueError(
+                f"cannot merge TopK(k={other.k}, largest={other.largest}) into TopK(k={self.k}, largest={self.largest})"
+            )
+        other._flush()
+        if other._values is None:
+            return self
+        if self._shape is not None and other._shape != self._shape:
+            raise ValueError(f"neuron shape {tuple(other._shape)} does not match {tuple(self._shape)}")
+        if self._dtype is None:
+            self._shape, self._dtype, self._device = other._shape, other._dtype, other._device
+        self._flush()
+        work = self._values.dtype if self._values is not None else other._values.dtype
+        self._select(other._values.to(self._device, work), other._ids.to(self._device))
+        return self
+
+    def _result(self, t: Optional[Tensor], dtype: Optional[torch.dtype]) -> Tensor:
+        if t is None:
+            raise ValueError("TopK has seen no rows")
+        return t.T.reshape(t.shape[1], *self._shape).to(dtype)
+
+    @property
+    def values(self) -> Float[Tensor, "k *neuron"]:
+        """The best values per element, best first (fewer than k rows if fewer were seen)."""
+        self._flush()
+        return self._result(self._values, self._dtype)
+
+    @property
+    def ids(self) -> Int[Tensor, "k *neuron"]:
+        """Text ids of `values`."""
+        self._flush()
+        return self._result(self._ids, torch.int64)
+
+    def state_dict(self) -> dict[str, Any]:
+        self._flush()
+        return {
+            "kind": "TopK",
+            "k": self.k,
+            "largest": self.largest,
+            "shape": None if self._shape is None else list(self._shape),
+            "dtype": None if self._dtype is None else str(self._dtype).removeprefix("torch."),
+            "values": _cpu(self._values),
+            "ids": _cpu(self._ids),
+        }
+
+    @classmethod
+    def from_state_dict(cls, d: dict[str, Any]) -> "TopK":
+        _check_kind(d, "TopK")
+        out = cls(int(d["k"]), bool(d["largest"]))
+        if d["values"] is not None:
+            out._shape = torch.Size(d["shape"])
+            out._dtype = getattr(torch, d["dtype"])
+            out._values, out._ids = d["values"], d["ids"]
+            out._device = out._values.device
+        return out
