@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     lang_of_text = (torch.arange(args.texts) % args.langs)[torch.randperm(args.texts, generator=gen)]
     labels = torch.stack([lang_of_text == lang for lang in range(args.langs)])
     per_lang = args.texts // args.langs
+    rss_data = _peak_rss_mib()
     print(
         f"workload: {args.texts} texts x {args.neurons} neurons (float32), "
         f"{args.langs} languages x {per_lang} positive texts; torch threads: {torch.get_num_threads()}"
@@ -64,28 +65,40 @@ def main(argv: list[str] | None = None) -> None:
 
     max_diff = float(np.abs(ours[:, ref_cols].numpy() - ref).max())
     multi_diff = float((ours_multi - ours).abs().max())
-    print(f"lensneurons average_precision, {args.langs} calls (one per language):         {t_ours:8.2f} s")
-    print(f"lensneurons average_precision_multi, one call (shared sort):        {t_multi:8.2f} s")
+    label_single = f"lensneurons average_precision, {args.langs} calls (one per language):"
+    print(f"{label_single:<64}{t_ours:8.2f} s")
+    print(f"{'lensneurons average_precision_multi, one call (shared sort):':<64}{t_multi:8.2f} s")
     print(
         f"sklearn average_precision_score loop: {t_ref:.2f} s for {n_ref} neurons x {args.langs} languages,"
         f" extrapolated linearly to {args.neurons} neurons: {t_ref_all:8.1f} s"
     )
-    print(f"speed-up vs extrapolated sklearn: average_precision {t_ref_all / t_ours:.0f}x, "
-          f"average_precision_multi {t_ref_all / t_multi:.0f}x")
+    print(
+        f"speed-up vs extrapolated sklearn: average_precision {t_ref_all / t_ours:.0f}x, "
+        f"average_precision_multi {t_ref_all / t_multi:.0f}x"
+    )
     print(f"max |AP - sklearn| on the {n_ref}-neuron subset: {max_diff:.2e}  (multi vs single: {multi_diff:.1e})")
     if max_diff > 1e-6:
         raise SystemExit(f"FAIL: AP differs from sklearn by {max_diff:.2e} > 1e-6")
 
+    peak = _peak_rss_mib()
     scores_mib = scores.numel() * scores.element_size() / 2**20
     # per chunk: the transposed float32 block and its sorted copy
     chunk_mib = min(args.chunk_size, args.neurons) * args.texts * 4 * 2 / 2**20
     parts = {
-        f"the float32 score matrix ({scores_mib:.0f} MiB)": scores_mib,
-        f"python + torch + sklearn after import ({rss_before:.0f} MiB)": rss_before,
-        f"the per-chunk workspace of {min(args.chunk_size, args.neurons)} neurons (~{chunk_mib:.0f} MiB)": chunk_mib,
+        "the float32 score matrix": rss_data - rss_before,
+        "python + torch + sklearn themselves": rss_before,
+        "the AP computation's temporaries": peak - rss_data,
     }
-    print(f"peak RSS: {_peak_rss_mib():.0f} MiB")
-    print("memory is dominated by " + ", then ".join(sorted(parts, key=parts.get, reverse=True)))
+    print(
+        f"peak RSS: {peak:.0f} MiB = {rss_before:.0f} after imports + {rss_data - rss_before:.0f} for the data"
+        f" (score matrix {scores_mib:.0f} MiB) + {peak - rss_data:.0f} while computing"
+    )
+    print(
+        f"memory is dominated by {max(parts, key=parts.get)}; the AP temporaries scale with --chunk-size, not with"
+        f" the number of neurons (transposed block + sorted copy ~{chunk_mib:.0f} MiB per chunk, plus per-language"
+        " search results and memory the allocator keeps for reuse)"
+    )
+
 
 if __name__ == "__main__":
     main()

@@ -6,6 +6,7 @@ the rows. Reducers (`MeanVar`, `WelchT`, `Stack`, `TopK`) consume batches of row
 `state_dict()` holds only CPU tensors and plain Python values (for saving, or for
 `torch.distributed.all_gather_object`); `from_state_dict` rebuilds the reducer.
 """
+import functools
 from typing import Any, Optional
 
 import numpy as np
@@ -37,6 +38,12 @@ def _sort_rows(x: Float[Tensor, "row n"]) -> Float[Tensor, "row n"]:
     return torch.sort(x.detach(), dim=-1).values
 
 
+def _columns_as_rows(x: Float[Tensor, "n column"], start: int, stop: int) -> Float[Tensor, "chunk n"]:
+    """Columns start:stop of x as a contiguous (stop - start, n) matrix."""
+    # copying the slice first makes the transpose several times faster on CPU
+    return x[:, start:stop].contiguous().T.contiguous()
+
+
 def _check_chunk_size(chunk_size: int) -> None:
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
@@ -45,6 +52,26 @@ def _check_chunk_size(chunk_size: int) -> None:
 def _column_chunks(n_columns: int, chunk_size: int):
     for start in range(0, n_columns, chunk_size):
         yield start, min(start + chunk_size, n_columns)
+
+
+# Elements in one temporary block of the chunked loops below (32 MiB in float64). On CPU,
+# touching fresh large buffers (page faults) can cost more than the arithmetic itself, and
+# blocks this small are reused by the allocator; much smaller blocks add per-call overhead.
+_BLOCK_ELEMENTS = 1 << 22
+
+
+def _moments(flat: Float[Tensor, "n column"]) -> tuple[Float[Tensor, "column"], Float[Tensor, "column"]]:
+    """Mean and sum of squared deviations (M2) of each column, in float64 (two-pass)."""
+    n, n_cols = flat.shape
+    mean = torch.empty(n_cols, dtype=torch.float64, device=flat.device)
+    m2 = torch.empty_like(mean)
+    # sums over rows as matrix-vector products: several times faster than .sum(dim=0) on CPU
+    ones = torch.ones(n, dtype=torch.float64, device=flat.device)
+    for start, stop in _column_chunks(n_cols, max(1, _BLOCK_ELEMENTS // n)):
+        block = flat[:, start:stop].to(torch.float64, copy=True)  # our copy: in-place steps are safe
+        mean[start:stop] = (ones @ block) / n
+        m2[start:stop] = ones @ block.sub_(mean[start:stop]).square_()
+    return mean, m2
 
 
 def _check_ap_input(scores: Tensor, labels: Tensor, chunk_size: int) -> None:
@@ -106,15 +133,15 @@ def average_precision_multi(
     n_cols = flat.shape[1]
     out = torch.empty(labels.shape[0], n_cols, dtype=torch.float64, device=scores.device)
     for start, stop in _column_chunks(n_cols, chunk_size):
-        block = flat[:, start:stop].T.contiguous()
-        if torch.isnan(block).any():
-            raise ValueError("scores contain NaN: average precision needs every score to be comparable")
+        block = _columns_as_rows(flat, start, stop)
         sorted_all = _sort_rows(block)
+        if torch.isnan(sorted_all[:, -1]).any():  # NaN sorts last
+            raise ValueError("scores contain NaN: average precision needs every score to be comparable")
         for i, rows in enumerate(pos_rows):
             pos_sorted = _sort_rows(block.index_select(1, rows))
             n_ge_all = n - torch.searchsorted(sorted_all, pos_sorted, side="left")
             n_ge_pos = len(rows) - torch.searchsorted(pos_sorted, pos_sorted, side="left")
-            out[i, start:stop] = (n_ge_pos.double() / n_ge_all.double()).sum(dim=1) / len(rows)
+            out[i, start:stop] = n_ge_pos.double().div_(n_ge_all).sum(dim=1) / len(rows)
     return out.reshape(labels.shape[0], *scores.shape[1:])
 
 
@@ -154,9 +181,15 @@ def welch_t(x: Float[Tensor, "text *neuron"], labels: Bool[Tensor, "text"]) -> F
         raise ValueError(
             f"welch_t needs at least 2 rows in each group, got {n1} labelled True and {n2} labelled False"
         )
-    pos = MeanVar().update(x[labels])
-    neg = MeanVar().update(x[~labels])
-    return welch_t_from_moments(pos.mean, pos.var, pos.count, neg.mean, neg.var, neg.count)
+    flat = x.reshape(x.shape[0], -1)
+    pos_rows, neg_rows = labels.nonzero().squeeze(1), (~labels).nonzero().squeeze(1)
+    out = torch.empty(flat.shape[1], dtype=torch.float64, device=x.device)
+    for start, stop in _column_chunks(flat.shape[1], max(1, _BLOCK_ELEMENTS // x.shape[0])):
+        block = flat[:, start:stop]
+        mean1, m2_1 = _moments(block.index_select(0, pos_rows))
+        mean2, m2_2 = _moments(block.index_select(0, neg_rows))
+        out[start:stop] = welch_t_from_moments(mean1, m2_1 / (n1 - 1), n1, mean2, m2_2 / (n2 - 1), n2)
+    return out.reshape(x.shape[1:])
 
 
 def median(x: Float[Tensor, "text *neuron"], chunk_size: int = 4096) -> Float[Tensor, "*neuron"]:
@@ -169,7 +202,7 @@ def median(x: Float[Tensor, "text *neuron"], chunk_size: int = 4096) -> Float[Te
     flat = x.reshape(n, -1)
     out = torch.empty(flat.shape[1], dtype=x.dtype, device=x.device)
     for start, stop in _column_chunks(flat.shape[1], chunk_size):
-        sorted_rows = _sort_rows(flat[:, start:stop].T.contiguous())
+        sorted_rows = _sort_rows(_columns_as_rows(flat, start, stop))
         if n % 2:
             mid = sorted_rows[:, n // 2]
         else:
@@ -223,8 +256,8 @@ class MeanVar:
         self._m2 = self._m2 + m2 + delta.square() * (self._count * count / total)
         self._count = total
 
-    def update(self, x: Float[Tensor, "batch *neuron"]) -> "MeanVar":
-        """Add a batch of rows."""
+    def update(self, x: Float[Tensor, "batch *neuron"], ids: Optional[Int[Tensor, "batch"]] = None) -> "MeanVar":
+        """Add a batch of rows. `ids` is ignored: it lets every reducer be fed `update(x, ids)`."""
         if x.ndim < 1:
             raise ValueError("x must have a batch dimension, got a 0-D tensor")
         if x.shape[0] == 0:
@@ -233,9 +266,8 @@ class MeanVar:
         x = x.detach()
         if self._mean is not None:
             x = x.to(self._mean.device)
-        x = x.double()
-        mean = x.mean(dim=0)
-        self._combine(x.shape[0], mean, (x - mean).square().sum(dim=0))
+        mean, m2 = _moments(x.reshape(x.shape[0], -1))
+        self._combine(x.shape[0], mean.reshape(x.shape[1:]), m2.reshape(x.shape[1:]))
         return self
 
     def merge(self, other: "MeanVar") -> "MeanVar":
@@ -291,8 +323,9 @@ class WelchT:
     def update(self, x: Float[Tensor, "batch *neuron"], ids: Int[Tensor, "batch"]) -> "WelchT":
         """Add rows `x` for texts `ids`."""
         _check_ids(ids, x.shape[0])
-        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.labels.shape[0]):
-            raise ValueError(f"ids must lie in [0, {self.labels.shape[0]}), got range [{int(ids.min())}, {int(ids.max())}]")
+        n = self.labels.shape[0]
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= n):
+            raise ValueError(f"ids must lie in [0, {n}), got range [{int(ids.min())}, {int(ids.max())}]")
         if self.labels.device != x.device:
             self.labels = self.labels.to(x.device)
         is_pos = self.labels[ids.to(x.device)]
@@ -350,12 +383,13 @@ class Stack:
     def update(self, x: Float[Tensor, "batch *neuron"], ids: Int[Tensor, "batch"]) -> "Stack":
         """Add rows `x` for texts `ids`."""
         _check_ids(ids, x.shape[0])
+        device = x.device
         if self._values:
             _check_trailing(self._values[0], x.shape[1:])
-            x = x.to(self._values[0].device)
-        # a copy, in case the caller reuses its buffer
-        self._values.append(x.detach().clone())
-        self._ids.append(ids.detach().to(device=x.device, dtype=torch.int64))
+            device = self._values[0].device
+        # a copy: the caller may reuse its buffer, and a view would keep its whole base alive
+        self._values.append(x.detach().to(device, copy=True))
+        self._ids.append(ids.detach().to(device=device, dtype=torch.int64))
         self._sorted = False
         return self
 
@@ -364,15 +398,25 @@ class Stack:
             raise ValueError("Stack has seen no rows")
         if self._sorted:
             return
-        ids = torch.cat(self._ids)
-        order = torch.argsort(ids, stable=True)
-        ids = ids[order]
-        dup = ids[1:] == ids[:-1]
-        if dup.any():
-            raise ValueError(f"duplicate text id {int(ids[1:][dup][0])} in Stack")
-        self._values = [torch.cat(self._values)[order]]
-        self._ids = [ids]
-        self._sorted = True
+        ids = torch.cat(self._ids) if len(self._ids) > 1 else self._ids[0]
+        if ids.numel() <= 1 or bool((ids[1:] > ids[:-1]).all()):  # in order, so no duplicates
+            values = torch.cat(self._values) if len(self._values) > 1 else self._values[0]
+        else:
+            order = torch.argsort(ids)
+            ids = ids[order]
+            dup = ids[1:] == ids[:-1]
+            if dup.any():
+                raise ValueError(f"duplicate text id {int(ids[1:][dup][0])} in Stack")
+            # each batch's rows go straight to their places: no concatenated intermediate
+            dest = torch.empty_like(order)
+            dest[order] = torch.arange(len(order), device=order.device)
+            dtype = functools.reduce(torch.promote_types, (v.dtype for v in self._values))
+            values = torch.empty((len(ids), *self._values[0].shape[1:]), dtype=dtype, device=ids.device)
+            offset = 0
+            for batch in self._values:
+                values.index_copy_(0, dest[offset : offset + len(batch)], batch.to(dtype))
+                offset += len(batch)
+        self._values, self._ids, self._sorted = [values], [ids], True
 
     def merge(self, other: "Stack") -> "Stack":
         """Fold another Stack's rows into this one."""
@@ -433,20 +477,34 @@ class TopK:
         self._pending: list[tuple[Tensor, Tensor]] = []  # (rows, ids) not yet selected
         self._n_pending = 0
 
-    def _select(self, values: Tensor, ids: Tensor) -> None:
-        """Keep the best k of the state and new candidates `values` (n_elements, c), whose ids
-        are `ids`: (c,) shared by all elements, or (n_elements, c)."""
+    def _select(self, rows: Tensor, ids: Tensor) -> None:
+        """Keep the best k of the state and the candidate `rows` (c, n_elements), whose ids
+        are `ids`: (c,) shared by all elements, or (c, n_elements)."""
+        c, n_elements = rows.shape
         m = 0 if self._values is None else self._values.shape[1]
-        cand = torch.empty(values.shape[0], m + values.shape[1], dtype=values.dtype, device=values.device)
-        cand[:, m:] = values
-        if m:
-            cand[:, :m] = self._values
-        k = min(self.k, cand.shape[1])
-        # in-place steps throughout: on CPU, fresh large buffers cost more than the arithmetic
+        k = min(self.k, m + c)
+        best_values = torch.empty(n_elements, k, dtype=rows.dtype, device=rows.device)
+        best_ids = torch.empty(n_elements, k, dtype=torch.int64, device=rows.device)
+        for start, stop in _column_chunks(n_elements, max(1, _BLOCK_ELEMENTS // (m + c))):
+            cand = torch.empty(stop - start, m + c, dtype=rows.dtype, device=rows.device)
+            # transposing a compact copy is much faster than transposing the strided slice
+            cand[:, m:] = rows[:, start:stop].contiguous().T
+            new_ids = ids if ids.ndim == 1 else ids[:, start:stop].T
+            old_ids = None
+            if m:
+                cand[:, :m] = self._values[start:stop]
+                old_ids = self._ids[start:stop]
+            best_values[start:stop], best_ids[start:stop] = self._best(cand, old_ids, new_ids, k)
+        self._values, self._ids = best_values, best_ids
+
+    def _best(self, cand: Tensor, old_ids: Optional[Tensor], new_ids: Tensor, k: int) -> tuple[Tensor, Tensor]:
+        """The k best of `cand` (rows, m + c) and their ids, best first; the first m columns
+        are the kept ones, with ids `old_ids` (rows, m), the rest have ids `new_ids`."""
+        m = 0 if old_ids is None else old_ids.shape[1]
         if cand.dtype == torch.float32:
             # One int64 key per candidate, ascending = best first then smaller id, so that
             # a single topk replaces a two-key sort: an int32 that orders like the float
-            # in the high half, the id in the low half.
+            # in the high half, the id in the low half. In-place steps avoid fresh buffers.
             cand.add_(0.0)  # turns -0.0 into 0.0, which it equals
             bits = cand.view(torch.int32)
             key32 = bits >> 31
@@ -457,22 +515,20 @@ class TopK:
             key = key32.long()
             del key32
             key <<= 32
-            key[:, m:] |= ids
+            key[:, m:] |= new_ids
             if m:
-                key[:, :m] |= self._ids
+                key[:, :m] |= old_ids
             best, order = key.topk(k, dim=1, largest=False, sorted=True)
-            self._ids = best & 0xFFFFFFFF
-            self._values = cand.gather(1, order)
-            return
+            return cand.gather(1, order), best & 0xFFFFFFFF
         # float64 leaves no room for the id in 64 bits: two stable sorts, by id then by value
         cand_ids = torch.empty(cand.shape, dtype=torch.int64, device=cand.device)
-        cand_ids[:, m:] = ids
+        cand_ids[:, m:] = new_ids
         if m:
-            cand_ids[:, :m] = self._ids
+            cand_ids[:, :m] = old_ids
         order = torch.sort(cand_ids, dim=1, stable=True).indices
         cand, cand_ids = cand.gather(1, order), cand_ids.gather(1, order)
         order = torch.sort(cand, dim=1, descending=self.largest, stable=True).indices[:, :k]
-        self._values, self._ids = cand.gather(1, order), cand_ids.gather(1, order)
+        return cand.gather(1, order), cand_ids.gather(1, order)
 
     def _flush(self) -> None:
         if not self._pending:
@@ -481,7 +537,7 @@ class TopK:
         ids = torch.cat([i for _, i in self._pending]) if len(self._pending) > 1 else self._pending[0][1]
         self._pending, self._n_pending = [], 0
         for start in range(0, rows.shape[0], self._BLOCK):
-            self._select(rows[start : start + self._BLOCK].T, ids[start : start + self._BLOCK])
+            self._select(rows[start : start + self._BLOCK], ids[start : start + self._BLOCK])
 
     def update(self, x: Float[Tensor, "batch *neuron"], ids: Int[Tensor, "batch"]) -> "TopK":
         """Add rows `x` for texts `ids`."""
@@ -500,9 +556,8 @@ class TopK:
             self._shape, self._dtype, self._device = x.shape[1:], x.dtype, x.device
         work = torch.float64 if self._dtype == torch.float64 else torch.float32
         # float32 holds float16/bfloat16 exactly, so selection on it is exact
-        rows = x.detach().to(device=self._device, dtype=work).reshape(x.shape[0], -1)
-        if rows.data_ptr() == x.data_ptr():
-            rows = rows.clone()  # kept until the next flush: the caller may reuse its buffer
+        # a copy, kept until the next flush: the caller may reuse its buffer
+        rows = x.detach().to(device=self._device, dtype=work, copy=True).reshape(x.shape[0], -1)
         self._pending.append((rows, ids.detach().to(device=self._device, dtype=torch.int64)))
         self._n_pending += x.shape[0]
         if self._n_pending >= self._BLOCK:
@@ -524,7 +579,7 @@ class TopK:
             self._shape, self._dtype, self._device = other._shape, other._dtype, other._device
         self._flush()
         work = self._values.dtype if self._values is not None else other._values.dtype
-        self._select(other._values.to(self._device, work), other._ids.to(self._device))
+        self._select(other._values.to(self._device, work).T, other._ids.to(self._device).T)
         return self
 
     def _result(self, t: Optional[Tensor], dtype: Optional[torch.dtype]) -> Tensor:

@@ -16,6 +16,7 @@ if "lensneurons.stats" not in sys.modules:
     with install_import_hook("lensneurons.stats", "beartype.beartype"):
         import lensneurons.stats  # noqa: F401
 
+import lensneurons.stats as stats_module
 from lensneurons.stats import (
     MeanVar,
     Stack,
@@ -34,6 +35,12 @@ def _labels(n: int, n_pos: int, seed: int = 0) -> torch.Tensor:
     labels = torch.zeros(n, dtype=torch.bool)
     labels[torch.randperm(n, generator=g)[:n_pos]] = True
     return labels
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """Makes the chunked loops over neurons take many tiny blocks."""
+    monkeypatch.setattr(stats_module, "_BLOCK_ELEMENTS", 37)
 
 
 def _sklearn_ap(scores: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
@@ -129,7 +136,7 @@ def test_average_precision_bad_input_raises():
 # ---------------------------------------------------------------- Welch's t, MeanVar, median
 
 
-def test_welch_t_matches_scipy():
+def test_welch_t_matches_scipy(small_blocks):
     x = torch.randn(20, 4, 3) * torch.rand(4, 3) + torch.randn(4, 3)
     labels = _labels(20, 7)
     got = welch_t(x, labels)
@@ -145,7 +152,7 @@ def test_welch_t_needs_two_per_group():
         welch_t_from_moments(torch.zeros(2), torch.ones(2), 1, torch.zeros(2), torch.ones(2), 5)
 
 
-def test_welch_t_streaming_uneven_batches_and_shards():
+def test_welch_t_streaming_uneven_batches_and_shards(small_blocks):
     n = 53
     x = torch.randn(n, 6, 2)
     labels = _labels(n, 20)
@@ -164,7 +171,7 @@ def test_welch_t_streaming_uneven_batches_and_shards():
         merged.merge(WelchT(~labels))
 
 
-def test_meanvar_merge_equals_single_pass():
+def test_meanvar_merge_equals_single_pass(small_blocks):
     x = torch.randn(101, 3, 4) * 5 + 100
     single = MeanVar().update(x)
     gen = torch.Generator().manual_seed(4)
@@ -222,6 +229,32 @@ def test_stack_merged_out_of_order_equals_single_pass():
     assert torch.equal(merged.ids, torch.arange(n))
 
 
+def test_reducers_copy_their_input():
+    x = torch.randn(4, 3)
+    buf = x.clone()
+    stack = Stack().update(buf, torch.arange(4))
+    topk = TopK(2).update(buf, torch.arange(4))  # pooled, not yet selected
+    buf.zero_()  # the caller reuses its buffer
+    assert torch.equal(stack.values, x)
+    assert torch.equal(topk.values, x.topk(2, dim=0).values)
+
+
+def test_reducers_under_inference_mode():
+    """Fed inside torch.inference_mode (as activation streaming does), read and fed outside."""
+    x, ids, labels = torch.randn(10, 4), torch.arange(10), _labels(10, 4)
+    reducers = [MeanVar(), WelchT(labels), Stack(), TopK(3)]
+    with torch.inference_mode():
+        for r in reducers:
+            r.update(x[:5], ids[:5])
+    for r in reducers:
+        r.update(x[5:], ids[5:])
+    mv, wt, st, tk = reducers
+    _close(mv.mean, x.double().mean(0), rtol=1e-14, atol=1e-15)
+    _close(wt.t, welch_t(x, labels), rtol=1e-12, atol=0)
+    assert torch.equal(st.values, x)
+    assert torch.equal(tk.values, x.topk(3, dim=0).values)
+
+
 def test_stack_duplicate_ids_raise():
     a = Stack().update(torch.randn(3, 2), torch.tensor([0, 1, 2]))
     b = Stack().update(torch.randn(2, 2), torch.tensor([5, 1]))
@@ -254,7 +287,7 @@ def _brute_topk(x: torch.Tensor, ids: torch.Tensor, k: int, largest: bool):
 
 @pytest.mark.parametrize("largest", [True, False])
 @pytest.mark.parametrize("k", [1, 4, 40])
-def test_topk_equals_brute_force_in_any_batch_order(largest, k, monkeypatch):
+def test_topk_equals_brute_force_in_any_batch_order(largest, k, monkeypatch, small_blocks):
     monkeypatch.setattr(TopK, "_BLOCK", 3)  # exercise pooling and splitting of batches
     n = 31
     x = torch.randint(-3, 3, (n, 5, 2)).float()  # heavy ties
@@ -272,7 +305,7 @@ def test_topk_equals_brute_force_in_any_batch_order(largest, k, monkeypatch):
 
 
 @pytest.mark.parametrize("largest", [True, False])
-def test_topk_merged_shards_equal_brute_force(largest):
+def test_topk_merged_shards_equal_brute_force(largest, small_blocks):
     n = 40
     x = torch.randint(0, 4, (n, 7)).float()
     want_vals, want_ids = _brute_topk(x, torch.arange(n), 5, largest)
@@ -291,7 +324,7 @@ def test_topk_merged_shards_equal_brute_force(largest):
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
-def test_topk_other_dtypes(dtype):
+def test_topk_other_dtypes(dtype, small_blocks):
     x = (torch.randint(-2, 2, (25, 6)) * torch.rand(6)).to(dtype)  # ties, and -0.0 next to 0.0
     want_vals, want_ids = _brute_topk(x.float(), torch.arange(25), 4, largest=True)
     topk = TopK(4)
@@ -306,6 +339,15 @@ def test_topk_fewer_rows_than_k():
     topk = TopK(4).update(x, torch.tensor([7, 2]))
     assert torch.equal(topk.values, torch.tensor([[3.0, 5.0], [1.0, 5.0]]))
     assert torch.equal(topk.ids, torch.tensor([[2, 2], [7, 7]]))
+
+
+def test_reducers_with_no_neuron_dims():
+    x, ids = torch.tensor([1.0, 3.0, 2.0, 3.0]), torch.tensor([0, 1, 2, 3])
+    topk = TopK(3).update(x, ids)
+    assert torch.equal(topk.values, torch.tensor([3.0, 3.0, 2.0])) and torch.equal(topk.ids, torch.tensor([1, 3, 2]))
+    mv = MeanVar().update(x)
+    assert mv.mean.shape == () and mv.var.item() == pytest.approx(x.double().var().item())
+    assert torch.equal(Stack().update(x[[2, 0]], ids[[2, 0]]).values, x[[0, 2]])
 
 
 def test_topk_bad_input_raises():

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Literal
 
 import torch
 from jaxtyping import Float, Int
@@ -29,7 +28,7 @@ from lensneurons.neurons import NeuronSet, overlap_matrix
 from lensneurons.patching import NeuronEdit, patched, set_to
 from lensneurons.stats import average_precision, median
 
-Which = Literal["top", "bottom", "both", "middle"]
+GROUPS = ("top", "bottom", "both", "middle")
 CONDITIONS = ("none", "top", "bottom", "both")
 
 
@@ -114,9 +113,10 @@ class LanguageNeurons:
         return self.languages_.index(lang)
 
     # neuron sets --------------------------------------------------------------------------
-    def neurons(self, lang: str, which: Which = "both", k: int | None = None) -> NeuronSet:
+    def neurons(self, lang: str, which: str = "both", k: int | None = None) -> NeuronSet:
         """`lang`'s top-k, bottom-k, both, or the k around the median AP ("middle")."""
-        scores = self.scores_[self._lang_index(lang)]
+        li = self._lang_index(lang)
+        scores = self.scores_[li]
         k = self.k if k is None else k
         total = scores.numel()
         if not 1 <= k <= total:
@@ -133,11 +133,11 @@ class LanguageNeurons:
             return NeuronSet(self.site, self.n_layers_, self.width_, order[start : start + k])
         raise ValueError(f"unknown neuron group {which!r}; expected top, bottom, both or middle")
 
-    def clamp(self, lang: str, which: Which = "both", k: int | None = None) -> NeuronEdit:
+    def clamp(self, lang: str, which: str = "both", k: int | None = None) -> NeuronEdit:
         """The intervention: set `lang`'s neurons to their median activation on `lang`'s texts."""
         return set_to(self.neurons(lang, which, k), self.medians_[self._lang_index(lang)])
 
-    def overlap(self, which: Which = "both") -> Int[Tensor, "lang lang"]:
+    def overlap(self, which: str = "both") -> Int[Tensor, "lang lang"]:
         """|neurons(a) ∩ neurons(b)| for every pair of languages (diagonal: 2k for "both")."""
         self._check_fitted()
         return overlap_matrix({lang: self.neurons(lang, which) for lang in self.languages_})
@@ -145,7 +145,7 @@ class LanguageNeurons:
     def layer_histograms(self, lang: str) -> dict[str, Int[Tensor, "layer"]]:
         return {w: self.neurons(lang, w).layer_histogram() for w in ("top", "middle", "bottom")}
 
-    def activation_split(self, lang: str, which: Which = "top") -> tuple[Float[Tensor, "n"], Float[Tensor, "m"]]:
+    def activation_split(self, lang: str, which: str = "top") -> tuple[Float[Tensor, "n"], Float[Tensor, "m"]]:
         """Mean activation over `lang`'s neurons, for target-language texts and for the other texts."""
         s = self.neurons(lang, which)
         per_text = self.activations_[:, s.layers, s.indices].mean(1)
@@ -157,7 +157,7 @@ class LanguageNeurons:
         self,
         model: HookedTransformer,
         lang: str,
-        which: Literal["none", "top", "bottom", "both"],
+        which: str,
         config: SteeringConfig = SteeringConfig(),
         k: int | None = None,
         progress: bool = False,

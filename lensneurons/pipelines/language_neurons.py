@@ -1,0 +1,172 @@
+"""The whole language-neuron study (paper L) into one results folder, resumable.
+
+Stages: pooled activations (cached) → AP scores, neuron sets, histograms, overlap, distributions →
+steered generation per language × {none, top, bottom, both} → k-ablation with BLEU-4. Each finished
+stage and each finished steering condition is saved at once, so a rerun continues where it stopped.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from tqdm.auto import tqdm
+from transformer_lens import HookedTransformer
+
+from lensneurons import plots
+from lensneurons.activations import pooled_activations
+from lensneurons.analyses.language_neurons import (
+    CONDITIONS,
+    LanguageNeurons,
+    SteeringConfig,
+    reference_set,
+    score_generations,
+)
+from lensneurons.data.multilingual import LanguageTexts, flores200, kojima2024
+from lensneurons.results import ResultsFolder
+
+
+@dataclass
+class RunConfig:
+    model: str = "gemma-3-270m"
+    data: str = "kojima2024"  # or "flores200"
+    languages: list[str] | None = None  # None: the dataset's default set
+    n_positive: int | None = None  # kojima2024 subsample (None: all 500)
+    n_negative: int | None = None  # kojima2024 subsample (None: all 2,500)
+    n_per_language: int = 500  # flores200 positives per language
+    k: int = 1000
+    pooling: str = "mean"
+    batch_size: int = 16
+    max_length: int = 256
+    seeds: int = 100  # generations per condition: seeds 1..seeds
+    max_new_tokens: int = 32
+    gen_batch_size: int = 100
+    ablation_ks: list[int] = field(default_factory=lambda: [100, 316, 1000, 3162, 10000, 18432])
+    ablation_which: str = "both"
+    ablation_seeds: int = 100
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> RunConfig:
+        presets = {
+            # a few minutes on 2 CPU cores: the whole path at a small size
+            "demo": dict(n_positive=30, n_negative=60, seeds=10, max_new_tokens=20, ablation_ks=[100, 1000, 10000],
+                         ablation_seeds=10),
+            # the paper's protocol on its own sentence sets
+            "paper": dict(),
+            # all 17 FLORES-200 languages (not in the paper)
+            "flores17": dict(data="flores200", n_per_language=200, ablation_ks=[]),
+        }
+        if name not in presets:
+            raise ValueError(f"unknown preset {name!r}; expected one of {sorted(presets)}")
+        return cls(**{**presets[name], **{k: v for k, v in overrides.items() if v is not None}})
+
+
+def load_texts(cfg: RunConfig) -> LanguageTexts:
+    if cfg.data == "kojima2024":
+        kw = {"languages": tuple(cfg.languages)} if cfg.languages else {}
+        return kojima2024(n_positive=cfg.n_positive, n_negative=cfg.n_negative, **kw)
+    if cfg.data == "flores200":
+        return flores200(languages=cfg.languages, n_per_language=cfg.n_per_language)
+    raise ValueError(f"unknown dataset {cfg.data!r}; expected 'kojima2024' or 'flores200'")
+
+
+def run(
+    model: HookedTransformer, cfg: RunConfig, out: str | Path, data: LanguageTexts | None = None, progress: bool = True
+) -> dict:
+    """Run (or resume) the study into folder `out`; `data` defaults to the dataset `cfg` names."""
+    folder = ResultsFolder(out)
+    previous = folder.read_json("config.json")
+    if previous is not None and previous != asdict(cfg):
+        raise ValueError(f"{out} holds results of a different configuration; choose another --out or delete it")
+    folder.json("config.json", asdict(cfg))
+    data = load_texts(cfg) if data is None else data
+    timings = folder.read_json("timings.json", {})
+
+    acts = folder.read_tensor("pooled_activations.pt")
+    if acts is None or acts.shape[0] != len(data.texts):
+        started = time.time()
+        acts = pooled_activations(model, data.texts, site="mlp", pooling=cfg.pooling, batch_size=cfg.batch_size,
+                                  max_length=cfg.max_length, progress=progress)
+        timings["activations_s"] = round(time.time() - started, 1)
+        folder.tensor("pooled_activations.pt", acts)
+        folder.json("timings.json", timings)
+    ln = LanguageNeurons(k=cfg.k, pooling=cfg.pooling).fit_activations(acts, data)
+    _write_neurons(folder, ln)
+
+    steering = _steering(model, ln, data, cfg, folder, progress)
+    if cfg.ablation_ks:
+        _ablation(model, ln, data, cfg, folder, progress)
+    folder.json("timings.json", {**timings, **folder.read_json("timings.json", {})})
+    return {"out": str(folder.path), "steering": steering}
+
+
+def _write_neurons(folder: ResultsFolder, ln: LanguageNeurons) -> None:
+    rows = []
+    for li, lang in enumerate(ln.languages_):
+        for group in ("top", "bottom"):
+            s = ln.neurons(lang, group)
+            for layer, index in s:
+                rows.append({"lang": lang, "group": group, "layer": layer, "neuron": index,
+                             "ap": round(float(ln.scores_[li, layer, index]), 6),
+                             "median": float(ln.medians_[li, layer, index])})
+    folder.csv("language_neurons.csv", rows)
+    folder.tensor("ap_scores.pt", {"languages": ln.languages_, "scores": ln.scores_, "medians": ln.medians_})
+    hists = {lang: ln.layer_histograms(lang) for lang in ln.languages_}
+    folder.csv("layer_histograms.csv", [
+        {"lang": lang, "group": g, **{f"layer{i}": int(c) for i, c in enumerate(counts)}}
+        for lang, groups in hists.items() for g, counts in groups.items()
+    ])
+    folder.figure("layer_histograms.png", plots.layer_histograms(hists))
+    overlap = ln.overlap("both")
+    folder.csv("overlap.csv", [{"lang": a, **{b: int(overlap[i, j]) for j, b in enumerate(ln.languages_)}}
+                               for i, a in enumerate(ln.languages_)])
+    folder.figure("overlap.png", plots.overlap_table(overlap, ln.languages_, f"shared neurons (top+bottom {ln.k})"))
+    splits = {lang: {g: ln.activation_split(lang, g) for g in ("top", "bottom")} for lang in ln.languages_}
+    folder.figure("activation_distributions.png", plots.activation_distributions(splits))
+
+
+def _steering(model, ln: LanguageNeurons, data: LanguageTexts, cfg: RunConfig, folder: ResultsFolder, progress):
+    done = folder.read_json("steering.json", {})
+    steer = SteeringConfig(seeds=list(range(1, cfg.seeds + 1)), max_new_tokens=cfg.max_new_tokens,
+                           batch_size=cfg.gen_batch_size)
+    todo = [(lang, c) for lang in ln.languages_ for c in CONDITIONS if f"{lang}/{c}" not in done]
+    for lang, cond in tqdm(todo, desc="steering", disable=not progress):
+        # "none" does not depend on the language; generate it once and score it against each language
+        cached = next((v["texts"] for key, v in done.items() if key.endswith("/none")), None)
+        texts = cached if cond == "none" and cached else ln.generate(model, lang, cond, steer)
+        done[f"{lang}/{cond}"] = {**score_generations(texts, lang, steer.threshold), "texts": texts}
+        folder.json("steering.json", done)
+    rates = {lang: {c: done[f"{lang}/{c}"]["rate"] for c in CONDITIONS} for lang in ln.languages_}
+    table = [{"lang": lang, **{c: round(100 * r, 1) for c, r in row.items()}} for lang, row in rates.items()]
+    table.append({"lang": "avg", **{c: round(100 * float(np.mean([rates[l][c] for l in rates])), 1)
+                                    for c in CONDITIONS}})
+    folder.csv("steering.csv", table)
+    folder.figure("steering.png", plots.steering_bars(rates, CONDITIONS))
+    samples = ["# Sample generations (first 3 seeds per condition)\n"]
+    for lang in ln.languages_:
+        for cond in CONDITIONS:
+            samples.append(f"\n## {lang} / {cond}: {100 * rates[lang][cond]:.0f}% in {lang}\n")
+            samples += [f"- `{t[:200]!r}`" for t in done[f"{lang}/{cond}"]["texts"][:3]]
+    folder.text("samples.md", "\n".join(samples) + "\n")
+    return table
+
+
+def _ablation(model, ln: LanguageNeurons, data: LanguageTexts, cfg: RunConfig, folder: ResultsFolder, progress):
+    done = folder.read_json("ablation.json", {})
+    steer = SteeringConfig(seeds=list(range(1, cfg.ablation_seeds + 1)), max_new_tokens=cfg.max_new_tokens,
+                           batch_size=cfg.gen_batch_size)
+    n_neurons = ln.n_layers_ * ln.width_
+    ks = [k for k in cfg.ablation_ks if k <= n_neurons]
+    todo = [(lang, k) for lang in ln.languages_ for k in ks if f"{lang}/{k}" not in done]
+    refs = {}
+    for lang, k in tqdm(todo, desc="k-ablation", disable=not progress):
+        if lang not in refs:
+            refs[lang] = reference_set(data, lang, model.tokenizer)
+        texts = ln.generate(model, lang, cfg.ablation_which, steer, k=k)
+        row = score_generations(texts, lang, steer.threshold, refs[lang], model.tokenizer)
+        done[f"{lang}/{k}"] = {"lang": lang, "k": k, "rate": row["rate"], "bleu": row["bleu"], "texts": texts}
+        folder.json("ablation.json", done)
+    rows = [{k: v for k, v in r.items() if k != "texts"} for r in done.values()]
+    folder.csv("ablation.csv", rows)
+    folder.figure("ablation.png", plots.ablation_curves(rows))
