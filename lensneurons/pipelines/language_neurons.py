@@ -50,8 +50,8 @@ class RunConfig:
     def preset(cls, name: str, **overrides) -> RunConfig:
         presets = {
             # a few minutes on 2 CPU cores: the whole path at a small size
-            "demo": dict(n_positive=30, n_negative=60, seeds=10, max_new_tokens=20, ablation_ks=[100, 1000, 10000],
-                         ablation_seeds=10),
+            "demo": dict(n_positive=20, n_negative=40, seeds=8, max_new_tokens=16, ablation_ks=[100, 1000, 10000],
+                         ablation_seeds=8),
             # the paper's protocol on its own sentence sets
             "paper": dict(),
             # all 17 FLORES-200 languages (not in the paper)
