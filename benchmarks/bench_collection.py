@@ -149,7 +149,9 @@ def main(argv: list[str] | None = None) -> None:
                 logits, cache = model.run_with_cache(b.tokens, attention_mask=b.mask.long())
                 if not naive_bytes:  # the first batch is the widest (longest first)
                     naive_bytes["logits"] = logits.numel() * logits.element_size()
-                    naive_bytes["cache"] = sum(t.numel() * t.element_size() for t in cache.values())
+                    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in cache.values()}
+                    naive_bytes["cache"] = sum(storages.values())  # distinct storages: views count once
+                    naive_bytes["logits_in_cache"] = logits.untyped_storage().data_ptr() in storages
                     naive_bytes["shape"] = tuple(b.tokens.shape)
                 for slot, name in enumerate(names):
                     out[b.ids, slot] = pool(cache[name], b.mask, "mean")
@@ -164,27 +166,31 @@ def main(argv: list[str] | None = None) -> None:
     }
 
     # warm-up on the widest batch (kernels, allocator), then the interleaved timed rounds
-    saved = texts, batches
-    texts = [texts[i] for i in batches[0].ids.tolist()]
-    batches = list(length_batches([token_ids[i] for i in batches[0].ids.tolist()], args.batch_size, pad_id, device=device))
+    saved, widest = (texts, batches), batches[0].ids.tolist()
+    texts = [texts[i] for i in widest]
+    batches = list(length_batches([token_ids[i] for i in widest], args.batch_size, pad_id, device=device))
     for fn in methods.values():
         fn()
     texts, batches = saved
 
     times = {k: [] for k in methods}
     peaks = {k: 0.0 for k in methods}  # peak RSS during the call, MiB
+    grown = {k: 0.0 for k in methods}  # that peak minus the RSS when the call started (memory freed by
+    # an earlier call may stay mapped, so the absolute peak alone over-states A and B after C)
     peaks_dev = {k: 0.0 for k in methods}
     can_reset = True
     results = {}
     for _ in range(args.repeats):
         for key, fn in methods.items():
             can_reset = _reset_peak(device) and can_reset
+            rss_before = _rss_mib()
             _sync(device)
             started = time.perf_counter()
             out = fn()
             _sync(device)
             times[key].append(time.perf_counter() - started)
             peaks[key] = max(peaks[key], _peak_rss_mib())
+            grown[key] = max(grown[key], _peak_rss_mib() - rss_before)
             peaks_dev[key] = max(peaks_dev[key], _peak_device_mib(device))
             if out is not None:
                 results[key] = out
@@ -192,15 +198,16 @@ def main(argv: list[str] | None = None) -> None:
 
     med = {k: statistics.median(v) for k, v in times.items()}
     best = {k: min(v) for k, v in times.items()}
-    print(f"\n{'':34}{'median s':>10}{'best s':>10}{'tokens/s':>11}{'peak RSS MiB':>14}"
+    print(f"\n{'':34}{'median s':>10}{'best s':>10}{'tokens/s':>11}{'peak RSS MiB':>14}{'(+ in call)':>12}"
           + (f"{'peak GPU MiB':>14}" if device.type == "cuda" else ""))
     for key in methods:
         line = (f"{key}  {labels[key]:<31}{med[key]:10.2f}{best[key]:10.2f}{n_tokens / med[key]:11.0f}"
-                f"{peaks[key] if can_reset else float('nan'):14.0f}")
+                f"{peaks[key] if can_reset else float('nan'):14.0f}"
+                f"{grown[key] if can_reset else float('nan'):+12.0f}")
         if device.type == "cuda":
             line += f"{peaks_dev[key]:14.0f}"
         print(line)
-    print(f"runs (s): " + "; ".join(f"{k} " + " ".join(f"{t:.2f}" for t in v) for k, v in times.items()))
+    print("runs (s): " + "; ".join(f"{k} " + " ".join(f"{t:.2f}" for t in v) for k, v in times.items()))
     verdict = "OK" if best["B"] / best["A"] <= 1.15 else "ABOVE TARGET"
     print(f"B/A = {med['B'] / med['A']:.3f} median, {best['B'] / best['A']:.3f} best"
           f" (target <= 1.15 on best-of, the figure least disturbed by other load: {verdict})")
@@ -212,13 +219,17 @@ def main(argv: list[str] | None = None) -> None:
     overall = max(peak_load, *peaks.values()) if can_reset else _peak_rss_mib()
     print(f"\npeak RSS of the process: {overall:.0f} MiB (getrusage); RSS {rss_start:.0f} MiB after imports,"
           f" {rss_model:.0f} MiB with the model loaded, peak {peak_load:.0f} MiB while loading it")
-    msg = (f"memory: model parameters {total_param_mib:.0f} MiB ({emb_mib:.0f} MiB of it W_E + W_U) dominate A and B,"
-           f" which add only activations of one batch (B keeps {len(texts) * n_layers * d_mlp * 4 / 2**20:.0f} MiB"
-           f" of pooled rows)")
+    biggest = (f"model parameters {total_param_mib:.0f} MiB ({emb_mib:.0f} MiB of it W_E + W_U)"
+               if total_param_mib > rss_start else f"the Python + torch runtime ({rss_start:.0f} MiB after imports)")
+    msg = (f"memory: {biggest} dominate(s) A and B, which add only activations of one batch (B keeps"
+           f" {len(texts) * n_layers * d_mlp * 4 / 2**20:.0f} MiB of pooled rows)")
     if naive_bytes:
         b, p = naive_bytes["shape"]
-        msg += (f"; C adds, for its widest batch ({b} x {p} tokens), {naive_bytes['logits'] / 2**20:.0f} MiB of"
-                f" logits and a {naive_bytes['cache'] / 2**20:.0f} MiB ActivationCache")
+        logits = f"{naive_bytes['logits'] / 2**20:.0f} MiB of logits"
+        msg += f"; C adds, for its widest batch ({b} x {p} tokens), " + (
+            f"a {naive_bytes['cache'] / 2**20:.0f} MiB ActivationCache, of which {naive_bytes['logits'] / 2**20:.0f}"
+            " MiB are the logits (unembed.hook_out is the returned logits tensor)" if naive_bytes["logits_in_cache"]
+            else f"{logits} and a {naive_bytes['cache'] / 2**20:.0f} MiB ActivationCache")
     print(msg)
     if not can_reset:
         print(f"(per-method peaks unavailable: {_CLEAR_REFS} cannot be written here)", file=sys.stderr)
