@@ -12,7 +12,7 @@ neurons; clamping them to their median activation on L's texts steers generation
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 from jaxtyping import Float, Int
@@ -28,7 +28,6 @@ from lensneurons.neurons import NeuronSet, overlap_matrix
 from lensneurons.patching import NeuronEdit, patched, set_to
 from lensneurons.stats import average_precision, median
 
-GROUPS = ("top", "bottom", "both", "middle")
 CONDITIONS = ("none", "top", "bottom", "both")
 
 
@@ -193,7 +192,3 @@ def score_generations(
 def reference_set(data: LanguageTexts, lang: str, tokenizer) -> ReferenceSet:
     """All of `lang`'s positive texts, tokenised with the model's tokenizer (the paper's BLEU references)."""
     return ReferenceSet([tokenizer.tokenize(data.texts[i]) for i in sorted(set(data.positives[lang]))])
-
-
-def config_dict(obj) -> dict:
-    return asdict(obj) if hasattr(obj, "__dataclass_fields__") else dict(vars(obj))

@@ -309,6 +309,16 @@ def kojima2024(
 _FLORES_SPLITS = ("dev", "devtest", "all")
 
 
+def _parallel_positions(lines: dict[str, list[str]], n: int | None, seed: int, name: str) -> list[int]:
+    """Seeded sample of line numbers that are non-empty in every language of a parallel corpus."""
+    sizes = {lang: len(v) for lang, v in lines.items()}
+    if len(set(sizes.values())) != 1:
+        raise ValueError(f"{name}: files are not parallel, line counts differ: {sizes}")
+    n_lines = next(iter(sizes.values()))
+    valid = [i for i in range(n_lines) if all(v[i] for v in lines.values())]
+    return _sample_positions(valid, n, seed, name)
+
+
 def flores200(
     languages: Optional[Languages] = None,
     split: str = "dev",
@@ -338,12 +348,7 @@ def flores200(
     lines = {
         lang: [t.strip() for sp in splits for t in _read_lines(root / sp / f"{lang}.txt")] for lang in langs
     }
-    sizes = {lang: len(v) for lang, v in lines.items()}
-    if len(set(sizes.values())) != 1:
-        raise ValueError(f"flores200 ({split}): files are not parallel, line counts differ: {sizes}")
-    n_lines = next(iter(sizes.values()))
-    valid = [i for i in range(n_lines) if all(lines[lang][i] for lang in langs)]
-    chosen = _sample_positions(valid, n_per_language, seed, f"flores200 ({split})")
+    chosen = _parallel_positions(lines, n_per_language, seed, f"flores200 ({split})")
     info = {"dataset": "flores200", "root": str(root), "split": split, "seed": seed,
             "n_per_language": n_per_language, "line_numbers": chosen}
     return _one_vs_rest({lang: [lines[lang][i] for i in chosen] for lang in langs}, "flores200", info)
@@ -408,12 +413,7 @@ def flores_plus_from_hub(
         ds = load_from_hub("flores_plus", split=split, config=mapping[lang], **load_kwargs)
         rows = list(zip(ds["id"], ds["text"])) if "id" in ds.column_names else list(enumerate(ds["text"]))
         lines[lang] = [str(text).strip() for _, text in sorted(rows, key=lambda r: r[0])]
-    sizes = {lang: len(v) for lang, v in lines.items()}
-    if len(set(sizes.values())) != 1:
-        raise ValueError(f"flores_plus ({split}): line counts differ between languages: {sizes}")
-    n_lines = next(iter(sizes.values()))
-    valid = [i for i in range(n_lines) if all(lines[lang][i] for lang in langs)]
-    chosen = _sample_positions(valid, n_per_language, seed, f"flores_plus ({split})")
+    chosen = _parallel_positions(lines, n_per_language, seed, f"flores_plus ({split})")
     info = {"dataset": "flores_plus", "split": split, "seed": seed, "n_per_language": n_per_language,
             "codes": {lang: mapping[lang] for lang in langs}, "line_numbers": chosen}
     return _one_vs_rest({lang: [lines[lang][i] for i in chosen] for lang in langs}, "flores_plus", info)
