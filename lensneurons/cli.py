@@ -20,6 +20,8 @@ def _language_neurons(args: argparse.Namespace) -> None:
         max_new_tokens=args.max_new_tokens,
         n_positive=args.n_positive,
         n_negative=args.n_negative,
+        ablation_seeds=args.ablation_seeds,
+        ablation_ks=args.ablation_ks,
     )
     started = time.time()
     model = load_model(cfg.model, device=args.device)
@@ -46,6 +48,8 @@ def main(argv: list[str] | None = None) -> None:
     ln.add_argument("--max-new-tokens", type=int, default=None)
     ln.add_argument("--n-positive", type=int, default=None)
     ln.add_argument("--n-negative", type=int, default=None)
+    ln.add_argument("--ablation-seeds", type=int, default=None, help="generations per k in the k-ablation")
+    ln.add_argument("--ablation-ks", type=int, nargs="*", default=None, help="k values of the k-ablation (none: skip)")
     ln.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
     ln.add_argument("--out", required=True, help="results folder (a rerun resumes it)")
     ln.add_argument("--quiet", action="store_true")
