@@ -82,8 +82,10 @@ def main(argv: list[str] | None = None) -> None:
 
     peak = _peak_rss_mib()
     scores_mib = scores.numel() * scores.element_size() / 2**20
-    # per chunk: the transposed float32 block and its sorted copy
-    chunk_mib = min(args.chunk_size, args.neurons) * args.texts * 4 * 2 / 2**20
+    # per chunk in flight: transposed float32 block, packed float64 copy, float32 rounding, int32 keys;
+    # one chunk per thread
+    chunk_mib = min(args.chunk_size, args.neurons) * args.texts * (4 + 8 + 4 + 4) / 2**20
+    in_flight = min(torch.get_num_threads(), -(-args.neurons // args.chunk_size))
     parts = {
         "the float32 score matrix": rss_data - rss_before,
         "python + torch + sklearn themselves": rss_before,
@@ -95,8 +97,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(
         f"memory is dominated by {max(parts, key=parts.get)}; the AP temporaries scale with --chunk-size, not with"
-        f" the number of neurons (transposed block + sorted copy ~{chunk_mib:.0f} MiB per chunk, plus per-language"
-        " search results and memory the allocator keeps for reuse)"
+        f" the number of neurons (~{chunk_mib:.0f} MiB per chunk x {in_flight} chunks in flight, plus"
+        " memory the allocator keeps for reuse)"
     )
 
 

@@ -7,6 +7,7 @@ the rows. Reducers (`MeanVar`, `WelchT`, `Stack`, `TopK`) consume batches of row
 `torch.distributed.all_gather_object`); `from_state_dict` rebuilds the reducer.
 """
 import functools
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Optional
 
 import numpy as np
@@ -119,30 +120,94 @@ def average_precision_multi(
     """`average_precision` for several label sets at once (e.g. one row per language).
 
     Each neuron column is sorted once and shared by all label sets, so this is much faster
-    than calling `average_precision` once per label set.
+    than calling `average_precision` once per label set. Fastest when no text carries two
+    labels (e.g. one language per text) and scores are float32 or narrower.
     """
     _check_ap_input(scores, labels, chunk_size)
     n = scores.shape[0]
     labels = labels.to(scores.device)
-    pos_rows = [row.nonzero().squeeze(1) for row in labels]
-
-    # AP = mean over positives i of P_i / A_i, where A_i counts all texts scoring >= s_i and
-    # P_i the positives scoring >= s_i: the precision at the end of i's tie group, which is
-    # exactly where sklearn evaluates it. Both counts come from searches in sorted rows.
     flat = scores.reshape(n, -1)
     n_cols = flat.shape[1]
     out = torch.empty(labels.shape[0], n_cols, dtype=torch.float64, device=scores.device)
-    for start, stop in _column_chunks(n_cols, chunk_size):
-        block = _columns_as_rows(flat, start, stop)
-        sorted_all = _sort_rows(block)
-        if torch.isnan(sorted_all[:, -1]).any():  # NaN sorts last
-            raise ValueError("scores contain NaN: average precision needs every score to be comparable")
-        for i, rows in enumerate(pos_rows):
-            pos_sorted = _sort_rows(block.index_select(1, rows))
-            n_ge_all = n - torch.searchsorted(sorted_all, pos_sorted, side="left")
-            n_ge_pos = len(rows) - torch.searchsorted(pos_sorted, pos_sorted, side="left")
-            out[i, start:stop] = n_ge_pos.double().div_(n_ge_all).sum(dim=1) / len(rows)
+    packable = flat.device.type == "cpu" and flat.dtype != torch.float64 and labels.shape[0] < 256
+    groups = [labels] if bool((labels.sum(dim=0) <= 1).all()) else [row[None] for row in labels]
+    chunks = list(_column_chunks(n_cols, chunk_size))
+    row = 0
+    for group in groups:
+        if packable:
+            codes = _label_codes(group)
+            work = lambda span: _ap_packed(_columns_as_rows(flat, *span), group, codes)  # noqa: E731
+        else:
+            work = lambda span: _ap_searchsorted(_columns_as_rows(flat, *span), group)  # noqa: E731
+        # numpy's sorts release the GIL, so column chunks run in parallel threads
+        with ThreadPoolExecutor(max_workers=max(1, min(torch.get_num_threads(), len(chunks)))) as pool:
+            for (start, stop), result in zip(chunks, pool.map(work, chunks)):
+                out[row : row + len(group), start:stop] = result
+        row += len(group)
     return out.reshape(labels.shape[0], *scores.shape[1:])
+
+
+def _label_codes(labels: Bool[Tensor, "label text"]) -> np.ndarray:
+    """One code per text: 0 for no label, i + 1 for label set i (each text has at most one)."""
+    codes = np.zeros(labels.shape[1], dtype=np.uint64)
+    for i, row in enumerate(labels.cpu().numpy()):
+        codes[row] = i + 1
+    return codes
+
+
+def _ap_packed(block: Float[Tensor, "chunk n"], labels: Bool[Tensor, "label n"], codes: np.ndarray) -> Tensor:
+    """AP of each row of `block` (float32 or narrower) for every label set, with one sort per row.
+
+    Every float32 value is exact in float64 with 29 spare low mantissa bits; the text's label
+    code goes there, so one values-only float64 sort (numpy's fast SIMD sort) also yields the
+    label of every rank. A tag never moves a value past the next float32 value, and rounding
+    back to float32 drops it. With no ties, the k-th positive (0-based, best first) at descending rank r has
+    precision (k + 1) / (r + 1). Rows with ties or non-finite values take the exact searchsorted path.
+    """
+    n = block.shape[1]
+    values32 = block.detach().float().numpy()
+    packed = values32.astype(np.float64)
+    packed.view(np.uint64)[...] |= codes
+    packed.sort(axis=1)
+    ranked = packed.astype(np.float32)  # ascending, tags rounded off
+    exact_rows = (ranked[:, 1:] == ranked[:, :-1]).any(axis=1) | ~np.isfinite(ranked).all(axis=1)
+    # ascending position of every text with label i, grouped by label: sort code * n + position
+    key = (packed.view(np.uint64) & np.uint64(0xFF)).astype(np.int32)
+    key *= n
+    key += np.arange(n, dtype=np.int32)
+    key.sort(axis=1)
+    out = np.empty((labels.shape[0], block.shape[0]))
+    offset = int((codes == 0).sum())
+    for i, n_pos in enumerate(labels.sum(dim=1).tolist()):
+        positions = key[:, offset : offset + n_pos] - (i + 1) * n  # ascending
+        offset += n_pos
+        descending_rank = n - positions  # 1-based rank from the top
+        positives_at_or_above = np.arange(n_pos, 0, -1)
+        out[i] = (positives_at_or_above / descending_rank).mean(axis=1)
+    result = torch.from_numpy(out)
+    if exact_rows.any():
+        rows = torch.from_numpy(exact_rows.nonzero()[0])
+        result[:, rows] = _ap_searchsorted(block[rows], labels)
+    return result
+
+
+def _ap_searchsorted(block: Float[Tensor, "chunk n"], labels: Bool[Tensor, "label n"]) -> Tensor:
+    """AP of each row of `block` for every label set, ties included; any dtype and device."""
+    # AP = mean over positives i of P_i / A_i, where A_i counts all texts scoring >= s_i and
+    # P_i the positives scoring >= s_i: the precision at the end of i's tie group, which is
+    # exactly where sklearn evaluates it. Both counts come from searches in sorted rows.
+    n = block.shape[1]
+    sorted_all = _sort_rows(block)
+    if torch.isnan(sorted_all[:, -1]).any():  # NaN sorts last
+        raise ValueError("scores contain NaN: average precision needs every score to be comparable")
+    out = torch.empty(labels.shape[0], block.shape[0], dtype=torch.float64, device=block.device)
+    for i, row in enumerate(labels):
+        pos = row.nonzero().squeeze(1)
+        pos_sorted = _sort_rows(block.index_select(1, pos))
+        n_ge_all = n - torch.searchsorted(sorted_all, pos_sorted, side="left")
+        n_ge_pos = len(pos) - torch.searchsorted(pos_sorted, pos_sorted, side="left")
+        out[i] = n_ge_pos.double().div_(n_ge_all).sum(dim=1) / len(pos)
+    return out
 
 
 def welch_t_from_moments(

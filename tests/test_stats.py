@@ -108,6 +108,29 @@ def test_average_precision_multi_matches_single():
         assert torch.equal(got[i], average_precision(scores, labels[i]))
 
 
+def test_average_precision_multi_partition_matches_sklearn():
+    # one label per text (plus unlabelled texts): the one-sort packed path; tied and
+    # untied columns mixed in one chunk so both the fast and the exact row paths run
+    gen = torch.Generator().manual_seed(3)
+    scores = torch.randn(60, 12, generator=gen)
+    scores[:, :4] = torch.randint(0, 3, (60, 4), generator=gen).float()
+    scores[:5, 5] = torch.tensor([float("inf"), -float("inf"), 1e-45, -1e-45, -0.0])
+    language = torch.randint(0, 4, (60,), generator=gen)  # 3 = unlabelled
+    labels = torch.stack([language == i for i in range(3)])
+    got = average_precision_multi(scores, labels, chunk_size=5)
+    same_order = scores.clamp(-3e38, 3e38)  # sklearn rejects infinities; AP depends only on order
+    for i in range(3):
+        np.testing.assert_allclose(got[i].numpy(), _sklearn_ap(same_order, labels[i]), rtol=0, atol=1e-12)
+
+
+def test_average_precision_multi_overlapping_labels_matches_sklearn():
+    scores = torch.randn(40, 6)
+    labels = torch.stack([_labels(40, 10, seed=4), _labels(40, 25, seed=5)])  # overlap
+    got = average_precision_multi(scores, labels, chunk_size=4)
+    for i in range(2):
+        np.testing.assert_allclose(got[i].numpy(), _sklearn_ap(scores, labels[i]), rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize("fill", [True, False])
 def test_average_precision_one_class_raises(fill):
     labels = torch.full((6,), fill)
