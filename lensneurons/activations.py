@@ -91,7 +91,8 @@ def pool(
     if how == "max":
         return acts.masked_fill(~mask[..., None], float("-inf")).amax(1)
     if how == "last":
-        last = mask.sum(1) - 1
+        positions = torch.arange(mask.shape[1], device=mask.device)
+        last = torch.where(mask, positions, -1).amax(1)
         return acts[torch.arange(acts.shape[0], device=acts.device), last]
     raise ValueError(f"unknown pooling {how!r}; expected one of {POOLINGS}")
 
@@ -115,11 +116,15 @@ def stream_pooled(
     batch_size: int = 16,
     max_length: int | None = None,
     append_eos: bool = False,
+    include_bos: bool = True,
     shard: tuple[int, int] | None = None,
     progress: bool = True,
 ) -> Iterator[tuple[Int[Tensor, "batch"], Float[Tensor, "batch layer neuron"]]]:
     """Yield (text ids, pooled activations) batch by batch for this shard's texts.
 
+    The model still reads the BOS token its config prepends; `include_bos=False` leaves that
+    position out of the pooling. Its activation is the same for every text, so keeping it in a
+    mean adds a constant weighted by 1 / length: short texts drift towards the BOS value.
     Under `torchrun`, a shard of None means this rank's share of the texts.
     """
     if pooling not in POOLINGS:
@@ -132,6 +137,9 @@ def stream_pooled(
         shard = (distributed.rank(), distributed.world_size())
     own = shard_range(len(texts), shard)
     token_ids = tokenize(model, [texts[i] for i in own], append_eos=append_eos, max_length=max_length)
+    skip_first = not include_bos and model.cfg.default_prepend_bos
+    if skip_first and any(len(ids) < 2 for ids in token_ids):
+        raise ValueError("a text has no tokens besides BOS; drop empty texts or pool with include_bos=True")
     device = model.cfg.device
     pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
 
@@ -148,6 +156,9 @@ def stream_pooled(
     with torch.inference_mode():
         for batch in length_batches(token_ids, batch_size, pad_id, ids=own, device=device):
             current["mask"] = batch.mask
+            if skip_first:
+                current["mask"] = batch.mask.clone()
+                current["mask"][:, 0] = False
             current["pooled"] = torch.empty(len(batch.ids), len(layers), width, device=device)
             model.run_with_hooks(
                 batch.tokens,

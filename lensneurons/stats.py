@@ -601,8 +601,10 @@ class TopK:
         rows = torch.cat([r for r, _ in self._pending]) if len(self._pending) > 1 else self._pending[0][0]
         ids = torch.cat([i for _, i in self._pending]) if len(self._pending) > 1 else self._pending[0][1]
         self._pending, self._n_pending = [], 0
-        for start in range(0, rows.shape[0], self._BLOCK):
-            self._select(rows[start : start + self._BLOCK], ids[start : start + self._BLOCK])
+        # re-ranking the state costs O(k) per flush, so flush in blocks of at least k rows
+        step = max(self._BLOCK, self.k)
+        for start in range(0, rows.shape[0], step):
+            self._select(rows[start : start + step], ids[start : start + step])
 
     def update(self, x: Float[Tensor, "batch *neuron"], ids: Int[Tensor, "batch"]) -> "TopK":
         """Add rows `x` for texts `ids`."""
@@ -625,7 +627,7 @@ class TopK:
         rows = x.detach().to(device=self._device, dtype=work, copy=True).reshape(x.shape[0], -1)
         self._pending.append((rows, ids.detach().to(device=self._device, dtype=torch.int64)))
         self._n_pending += x.shape[0]
-        if self._n_pending >= self._BLOCK:
+        if self._n_pending >= max(self._BLOCK, self.k):
             self._flush()
         return self
 

@@ -13,12 +13,14 @@ def model():
     return toy_model(n_layers=3, d_model=16, d_mlp=24)
 
 
-def reference(model, texts, site, pooling, append_eos=False):
+def reference(model, texts, site, pooling, append_eos=False, include_bos=True):
     """One text at a time through the full ActivationCache: no padding, no streaming."""
     rows = []
     for ids in tokenize(model, texts, append_eos=append_eos):
         _, cache = model.run_with_cache(torch.tensor([ids]))
         acts = torch.stack([cache[hook_name(site, l)][0] for l in range(model.cfg.n_layers)], 0)  # layer pos neuron
+        if not include_bos:
+            acts = acts[:, 1:]
         if pooling == "mean":
             rows.append(acts.mean(1))
         elif pooling == "max":
@@ -35,6 +37,15 @@ def test_pooled_equals_unpadded_reference(model, site, pooling):
     want = reference(model, TEXTS, site, pooling)
     assert got.shape == (len(TEXTS), 3, want.shape[-1])
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "max", "last"])
+def test_pooling_without_bos(model, pooling):
+    assert model.cfg.default_prepend_bos
+    got = pooled_activations(model, TEXTS, pooling=pooling, include_bos=False, batch_size=4, progress=False)
+    torch.testing.assert_close(got, reference(model, TEXTS, "mlp", pooling, include_bos=False), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="no tokens besides BOS"):
+        pooled_activations(model, ["ok", ""], include_bos=False, progress=False)
 
 
 def test_append_eos_and_layer_subset(model):
