@@ -1,0 +1,486 @@
+"""Sparse probing of grammaticality (Sato, Kamoda, Heinzerling & Sakaguchi), on BLiMP minimal pairs.
+
+Each sentence gets an EOS token appended; the residual stream at that EOS position, per layer, is the
+probe input (label: grammatical). Per layer and task:
+
+- a learnable-mask probe (hard-concrete L0 gate) for every λ: test accuracy and fraction of neurons used;
+- a dense logistic probe;
+- probes on the top-k neurons by |Welch t| (train split only) for k on a log grid;
+- probes on k neurons drawn at random from outside the top set (``top_fraction`` of d), several draws;
+- the Spearman correlation between the learned mask and |t|;
+- at one layer and λ, the cross-task matrix (probe trained on task A, tested on task B) and its
+  difference to the λ = 1 probe.
+
+All probes of a chunk of tasks train together (variants × layers × tasks in one tensor computation).
+
+    sp = SparseProbing(lams=[1.0, 0.5, 0.2, 0.1], cross_layer=6).fit(model, load_blimp(), store=store)
+    sp.mask_accuracy_[:, layer, task], sp.mask_density_, sp.topk_accuracy_, sp.cross_task_
+    sp.neurons("passive_1", lam=0.2)   # a NeuronSet (site "resid")
+"""
+from __future__ import annotations
+
+import os
+import zlib
+from collections.abc import Mapping, Sequence
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+from tqdm.auto import tqdm
+from transformer_lens import HookedTransformer
+
+from lensneurons.activations import pooled_activations
+from lensneurons.data.blimp import MinimalPair, sentences
+from lensneurons.models import weights_digest
+from lensneurons.neurons import NeuronSet
+from lensneurons.probes import HardConcrete, ProbeFit, check_lams, train_probes
+from lensneurons.sites import check_layers
+from lensneurons.stats import welch_t
+from lensneurons.store import ActivationStore
+
+__all__ = [
+    "SparseProbing",
+    "eos_states",
+    "extract_to_store",
+    "log_grid",
+    "pair_split",
+    "spearman",
+    "top_k_subsets",
+]
+
+TaskData = tuple[Tensor, Tensor, Tensor]  # (acts text×layer×neuron, labels, pair index)
+_GATHER_BUDGET = 1 << 26  # elements of gathered features per subset-probe call (256 MiB in float32)
+
+
+# --------------------------------------------------------------------------- activations
+
+
+def eos_states(
+    model: HookedTransformer,
+    texts: Sequence[str],
+    layers: int | Sequence[int] | None = None,
+    batch_size: int = 32,
+    max_length: int | None = None,
+    progress: bool = False,
+) -> Float[Tensor, "text layer neuron"]:
+    """``blocks.{l}.hook_resid_post`` at an EOS token appended to each text, for every requested layer."""
+    return pooled_activations(
+        model, list(texts), site="resid", layers=layers, pooling="last", append_eos=True,
+        batch_size=batch_size, max_length=max_length, progress=progress,
+    )
+
+
+def store_config(model: HookedTransformer, layers: Sequence[int]) -> dict:
+    return {
+        "kind": "eos_resid_post", "model": model.cfg.model_name, "weights": weights_digest(model),
+        "layers": list(layers), "d_model": model.cfg.d_model,
+    }
+
+
+def extract_to_store(
+    model: HookedTransformer,
+    pairs: Mapping[str, Sequence[MinimalPair]],
+    store: ActivationStore | str | os.PathLike,
+    layers: int | Sequence[int] | None = None,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> ActivationStore:
+    """EOS states of every task's sentences into ``store`` (one chunk per task), skipping finished tasks.
+
+    The store is marked complete after the last task; an interrupted run resumes where it stopped.
+    """
+    layers = check_layers(model, layers)
+    if not isinstance(store, ActivationStore):
+        store = ActivationStore(store, config=store_config(model, layers))
+    tasks = list(pairs)
+    for task in tqdm(tasks, desc="EOS states", unit="task", disable=not progress):
+        if store.has(task):
+            continue
+        texts, labels, pair_index = sentences(pairs[task])
+        acts = eos_states(model, texts, layers=layers, batch_size=batch_size)
+        store.write(task, acts, labels, pair_index)
+    if not store.is_complete(tasks):
+        store.mark_complete(tasks)
+    return store
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def pair_split(n_pairs: int, test_fraction: float, seed: int, task: str = "") -> Bool[Tensor, "pair"]:
+    """True for held-out pairs: a fixed random ``test_fraction`` of pairs, seeded by (seed, task name)."""
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
+    n_test = round(n_pairs * test_fraction)
+    if n_test < 1 or n_test > n_pairs - 1:
+        raise ValueError(f"{n_pairs} pairs with test_fraction={test_fraction} leave an empty train or test side")
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(task.encode()))
+    is_test = torch.zeros(n_pairs, dtype=torch.bool)
+    is_test[torch.randperm(n_pairs, generator=gen)[:n_test]] = True
+    return is_test
+
+
+def log_grid(d: int, start: int = 1) -> list[int]:
+    """Powers of two from ``start`` up to d, with d itself last."""
+    out, k = [], start
+    while k < d:
+        out.append(k)
+        k *= 2
+    return out + [d]
+
+
+def spearman(a: Float[Tensor, "*batch n"], b: Float[Tensor, "*batch n"]) -> Float[Tensor, "*batch"]:
+    """Spearman's rank correlation along the last dim, ties given their average rank (as scipy does).
+
+    NaN where either row is constant.
+    """
+    if a.shape != b.shape:
+        raise ValueError(f"spearman needs equal shapes, got {tuple(a.shape)} and {tuple(b.shape)}")
+
+    def ranks(x: Tensor) -> Tensor:
+        x = x.double().contiguous()
+        srt = x.sort(-1).values
+        below = torch.searchsorted(srt, x, side="left")
+        upto = torch.searchsorted(srt, x, side="right")
+        return (below + upto + 1).double() / 2
+
+    ra, rb = ranks(a), ranks(b)
+    ra = ra - ra.mean(-1, keepdim=True)
+    rb = rb - rb.mean(-1, keepdim=True)
+    den = (ra.square().sum(-1) * rb.square().sum(-1)).sqrt()
+    r = (ra * rb).sum(-1) / den
+    return torch.where(den > 0, r, torch.full_like(r, float("nan"))).float()
+
+
+def top_k_subsets(scores: Float[Tensor, "group neuron"], k: int) -> Int[Tensor, "group k"]:
+    """Indices of the k highest-|score| neurons per group (ties broken by lower index)."""
+    d = scores.shape[-1]
+    if not 1 <= k <= d:
+        raise ValueError(f"k must be between 1 and the number of neurons ({d}), got {k}")
+    order = torch.sort(scores.abs().nan_to_num(0.0), dim=-1, descending=True, stable=True).indices
+    return order[:, :k]
+
+
+def _random_complement(top: Int[Tensor, "group k0"], d: int, k: int, draws: int, gen: torch.Generator) -> Tensor:
+    """``draws`` sets of k neurons per group, drawn without replacement from outside ``top``."""
+    n_groups = top.shape[0]
+    keys = torch.rand(draws, n_groups, d, generator=gen)
+    keys.scatter_(2, top[None].expand(draws, -1, -1), float("inf"))  # top neurons sort last
+    return keys.argsort(-1)[..., :k]
+
+
+# --------------------------------------------------------------------------- analysis
+
+
+class SparseProbing:
+    """Mask (L0), dense, Welch-t top-k and random-k probes for grammaticality, per layer and task.
+
+    Parameters are stored as given and validated in ``fit``. Fitted attributes end in ``_``; tensors
+    are indexed ``[lam, layer, task]``, ``[k, layer, task]`` or ``[k, draw, layer, task]``.
+    """
+
+    def __init__(
+        self,
+        lams: Sequence[float] = (1.0, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01),
+        ks: Sequence[int] | None = None,
+        random_ks: Sequence[int] | None = None,
+        n_random: int = 5,
+        top_fraction: float = 0.01,
+        test_fraction: float = 0.2,
+        cross_layer: int | None = None,
+        cross_lam: float = 0.2,
+        C: float = 1.0,
+        steps: int = 300,
+        lr: float = 0.05,
+        gate_lr: float | None = None,
+        beta: float = 2 / 3,
+        gamma: float = -0.1,
+        zeta: float = 1.1,
+        task_chunk: int = 8,
+        random_state: int = 0,
+    ):
+        self.lams = lams
+        self.ks = ks
+        self.random_ks = random_ks
+        self.n_random = n_random
+        self.top_fraction = top_fraction
+        self.test_fraction = test_fraction
+        self.cross_layer = cross_layer
+        self.cross_lam = cross_lam
+        self.C = C
+        self.steps = steps
+        self.lr = lr
+        self.gate_lr = gate_lr
+        self.beta = beta
+        self.gamma = gamma
+        self.zeta = zeta
+        self.task_chunk = task_chunk
+        self.random_state = random_state
+
+    # entry points -------------------------------------------------------------------------
+    def fit(
+        self,
+        model: HookedTransformer,
+        pairs: Mapping[str, Sequence[MinimalPair]],
+        store: ActivationStore | str | os.PathLike | None = None,
+        layers: int | Sequence[int] | None = None,
+        batch_size: int = 32,
+        progress: bool = True,
+    ) -> SparseProbing:
+        """Extract EOS states (into ``store`` if given, reusing a finished one) and fit."""
+        if store is not None:
+            store = extract_to_store(model, pairs, store, layers, batch_size, progress)
+            return self.fit_store(store, tasks=list(pairs), progress=progress)
+        data = {}
+        for task, task_pairs in pairs.items():
+            texts, labels, pair_index = sentences(task_pairs)
+            data[task] = (eos_states(model, texts, layers, batch_size), labels, pair_index)
+        return self.fit_activations(data, progress=progress)
+
+    def fit_store(self, store: ActivationStore, tasks: Sequence[str] | None = None, progress: bool = True) -> SparseProbing:
+        """Fit from a complete activation store (all its tasks, or the given ones)."""
+        keys = store.complete_keys()
+        tasks = keys if tasks is None else list(tasks)
+        missing = [t for t in tasks if t not in keys]
+        if missing:
+            raise ValueError(f"unknown task(s) {missing}; the store has {keys}")
+        return self.fit_activations(_LazyTasks(store, tasks), progress=progress)
+
+    # validation ---------------------------------------------------------------------------
+    def _validate(self, d: int, n_layers: int) -> None:
+        lams = check_lams(self.lams).tolist()
+        check_lams([self.cross_lam])
+        for extra in (self.cross_lam, 1.0):
+            if not any(abs(extra - v) < 1e-6 for v in lams):
+                lams.append(extra)
+        self.lams_ = torch.tensor(sorted(set(lams), reverse=True))
+        self.ks_ = list(self.ks) if self.ks is not None else log_grid(d)
+        self.top_k_ = max(1, round(self.top_fraction * d)) if 0 < self.top_fraction < 1 else None
+        if self.top_k_ is None:
+            raise ValueError(f"top_fraction must lie in (0, 1), got {self.top_fraction}")
+        self.random_ks_ = (
+            list(self.random_ks) if self.random_ks is not None
+            else [k for k in log_grid(d - self.top_k_, self.top_k_) if k <= d - self.top_k_]
+        )
+        for name, ks, limit in (("ks", self.ks_, d), ("random_ks", self.random_ks_, d - self.top_k_)):
+            bad = [k for k in ks if not (isinstance(k, int) and 1 <= k <= limit)]
+            if bad or not ks:
+                raise ValueError(f"{name} must be integers in 1..{limit} (d = {d} neurons), got {list(ks)}")
+        if self.n_random < 0:
+            raise ValueError(f"n_random must be >= 0, got {self.n_random}")
+        if self.task_chunk < 1:
+            raise ValueError(f"task_chunk must be >= 1, got {self.task_chunk}")
+        layer = n_layers - 1 if self.cross_layer is None else self.cross_layer
+        if not -n_layers <= layer < n_layers:
+            raise ValueError(f"cross_layer {self.cross_layer} is out of range for {n_layers} layers")
+        self.cross_layer_ = layer % n_layers
+        self.hard_concrete_ = HardConcrete(self.beta, self.gamma, self.zeta)
+
+    # fitting --------------------------------------------------------------------------------
+    def fit_activations(self, data: Mapping[str, TaskData], progress: bool = True) -> SparseProbing:
+        """Fit from per-task (activations ``text layer neuron``, labels, pair index)."""
+        tasks = list(data)
+        if not tasks:
+            raise ValueError("no tasks given")
+        first = data[tasks[0]][0]
+        if first.ndim != 3:
+            raise ValueError(f"activations must be (text, layer, neuron), got shape {tuple(first.shape)}")
+        _, n_layers, d = first.shape
+        self._validate(d, n_layers)
+        self.tasks_, self.n_layers_, self.width_ = tasks, n_layers, d
+        n_lam, n_t = len(self.lams_), len(tasks)
+        self.mask_accuracy_ = torch.zeros(n_lam, n_layers, n_t)
+        self.mask_density_ = torch.zeros(n_lam, n_layers, n_t)
+        self.gates_ = torch.zeros(n_lam, n_layers, n_t, d)
+        self.dense_accuracy_ = torch.zeros(n_layers, n_t)
+        self.t_ = torch.zeros(n_layers, n_t, d)
+        self.topk_accuracy_ = torch.zeros(len(self.ks_), n_layers, n_t)
+        self.random_accuracy_ = torch.zeros(len(self.random_ks_), self.n_random, n_layers, n_t)
+        self.top_reference_accuracy_ = torch.zeros(n_layers, n_t)
+        self.spearman_ = torch.zeros(n_lam, n_layers, n_t)
+        self.splits_: dict[str, Bool[Tensor, "pair"]] = {}
+        cross_probes, cross_test = [], []
+        gen = torch.Generator().manual_seed(self.random_state)
+        chunks = [tasks[i : i + self.task_chunk] for i in range(0, n_t, self.task_chunk)]
+        for chunk_no, chunk in enumerate(tqdm(chunks, desc="probing", unit="chunk", disable=not progress)):
+            cols = slice(chunk_no * self.task_chunk, chunk_no * self.task_chunk + len(chunk))
+            batch = self._prepare(chunk, data, n_layers, d)
+            out = self._fit_chunk(batch, gen)
+            for name, value in out.items():
+                if name.endswith("_"):  # per (layer, task) results: the task is the last dim
+                    getattr(self, name)[..., cols] = value
+            self.gates_[:, :, cols] = out["gates"]
+            self.t_[:, cols] = out["t"]
+            cross_probes.append(out["cross_probe"])
+            cross_test.append(out["cross_test"])
+        self._cross_task(cross_probes, cross_test)
+        return self
+
+    def _prepare(self, chunk: list[str], data: Mapping[str, TaskData], n_layers: int, d: int) -> dict:
+        """Train/test tensors of a chunk of tasks, groups ordered (task, layer), padded to equal length."""
+        parts = {"train": [], "test": []}
+        for task in chunk:
+            acts, labels, pair_index = data[task]
+            if acts.ndim != 3 or acts.shape[1:] != (n_layers, d):
+                raise ValueError(f"task {task!r}: activations have shape {tuple(acts.shape)}, expected (text, {n_layers}, {d})")
+            if labels.shape != (acts.shape[0],) or pair_index.shape != (acts.shape[0],):
+                raise ValueError(
+                    f"task {task!r}: {acts.shape[0]} activation rows but {labels.shape[0]} labels and "
+                    f"{pair_index.shape[0]} pair indices"
+                )
+            if labels.dtype != torch.bool:
+                raise ValueError(f"task {task!r}: labels must be bool, got {labels.dtype}")
+            pairs, inverse = torch.unique(pair_index, return_inverse=True)
+            is_test_pair = pair_split(len(pairs), self.test_fraction, self.random_state, task)
+            self.splits_[task] = is_test_pair
+            is_test = is_test_pair[inverse]
+            for side, rows in (("train", ~is_test), ("test", is_test)):
+                parts[side].append((acts[rows].float(), labels[rows]))
+        batch = {}
+        for side, items in parts.items():
+            n_max = max(a.shape[0] for a, _ in items)
+            x = torch.zeros(len(items), n_layers, n_max, d)
+            y = torch.zeros(len(items), n_layers, n_max, dtype=torch.bool)
+            valid = torch.zeros(len(items), n_layers, n_max, dtype=torch.bool)
+            for i, (a, lab) in enumerate(items):
+                x[i, :, : len(a)] = a.transpose(0, 1)
+                y[i, :, : len(a)] = lab
+                valid[i, :, : len(a)] = True
+            batch[side] = (x.flatten(0, 1), y.flatten(0, 1), valid.flatten(0, 1))
+        batch["n_tasks"] = len(chunk)
+        batch["train_task"] = parts["train"]
+        return batch
+
+    def _train(self, x, y, valid, **kwargs) -> ProbeFit:
+        return train_probes(
+            x, y, valid=valid, C=self.C, steps=self.steps, lr=self.lr, gate_lr=self.gate_lr,
+            hard_concrete=self.hard_concrete_, seed=self.random_state, **kwargs,
+        )
+
+    def _fit_chunk(self, batch: dict, gen: torch.Generator) -> dict:
+        x, y, valid = batch["train"]
+        xt, yt, vt = batch["test"]
+        n_tasks, n_layers, d = batch["n_tasks"], self.n_layers_, self.width_
+
+        def per_layer_task(v: Tensor) -> Tensor:  # (..., task*layer) -> (..., layer, task)
+            return v.unflatten(-1, (n_tasks, n_layers)).transpose(-1, -2)
+
+        t = torch.stack([welch_t(a, lab).float() for a, lab in batch["train_task"]])  # task layer neuron
+        t_groups = t.flatten(0, 1).nan_to_num(0.0)
+
+        masked = self._train(x, y, valid, lams=self.lams_, gated=True)
+        dense = self._train(x, y, valid)
+        out = {
+            "mask_accuracy_": per_layer_task(masked.accuracy(xt, yt, vt)),
+            "mask_density_": per_layer_task(masked.density()),
+            "dense_accuracy_": per_layer_task(dense.accuracy(xt, yt, vt)[0]),
+            "t": t.transpose(0, 1),
+            "spearman_": per_layer_task(spearman(masked.gate, t_groups.abs().expand_as(masked.gate))),
+        }
+        out["gates"] = masked.gate.unflatten(1, (n_tasks, n_layers)).transpose(1, 2)
+        out["topk_accuracy_"] = per_layer_task(
+            torch.stack([self._subset_accuracy(batch, top_k_subsets(t_groups, k)[None]) for k in self.ks_]).squeeze(1)
+        )
+        top = top_k_subsets(t_groups, self.top_k_)
+        out["top_reference_accuracy_"] = per_layer_task(self._subset_accuracy(batch, top[None])[0])
+        if self.n_random > 0:
+            rand = [self._subset_accuracy(batch, _random_complement(top, d, k, self.n_random, gen)) for k in self.random_ks_]
+            out["random_accuracy_"] = per_layer_task(torch.stack(rand))
+        # cross-task: the probes of this chunk at the chosen layer, folded to act on raw features
+        groups = torch.arange(n_tasks) * n_layers + self.cross_layer_
+        lam_rows = [self._lam_index(self.cross_lam), self._lam_index(1.0)]
+        w = (masked.weight * masked.gate)[lam_rows][:, groups] / masked.std[groups]
+        b = masked.bias[lam_rows][:, groups] - (w * masked.mean[groups]).sum(-1)
+        out["cross_probe"] = (w, b)
+        out["cross_test"] = (xt[groups], yt[groups], vt[groups])
+        return out
+
+    def _subset_accuracy(self, batch: dict, subset: Int[Tensor, "variant group k"]) -> Tensor:
+        x, y, valid = batch["train"]
+        xt, yt, vt = batch["test"]
+        # the gathered features are variant × group × text × k: split the variants to bound their size
+        per_variant = subset.shape[1] * x.shape[1] * subset.shape[2]
+        step = max(1, _GATHER_BUDGET // per_variant)
+        return torch.cat([
+            self._train(x, y, valid, subset=subset[i : i + step]).accuracy(xt, yt, vt)
+            for i in range(0, subset.shape[0], step)
+        ])
+
+    def _lam_index(self, lam: float) -> int:
+        hits = (self.lams_ - lam).abs() < 1e-6
+        if not hits.any():
+            raise ValueError(f"λ={lam} was not fitted; fitted λ values are {self.lams_.tolist()}")
+        return int(hits.nonzero()[0])
+
+    def _cross_task(self, probes: list, tests: list) -> None:
+        w = torch.cat([p[0] for p in probes], 1)  # (sparse/dense, train task, neuron)
+        b = torch.cat([p[1] for p in probes], 1)
+        n_max = max(t[0].shape[1] for t in tests)
+        xs, ys, vs = [], [], []
+        for x, y, v in tests:
+            pad = n_max - x.shape[1]
+            xs.append(torch.nn.functional.pad(x, (0, 0, 0, pad)))
+            ys.append(torch.nn.functional.pad(y, (0, pad)))
+            vs.append(torch.nn.functional.pad(v, (0, pad)))
+        x, y, v = torch.cat(xs), torch.cat(ys), torch.cat(vs)  # (test task, text, neuron)
+        logits = torch.einsum("btn,san->sabt", x, w) + b[..., None, None]
+        correct = ((logits > 0) == y).float() * v
+        acc = correct.sum(-1) / v.sum(-1)
+        self.cross_task_: Float[Tensor, "task task"] = acc[0]
+        self.cross_task_dense_: Float[Tensor, "task task"] = acc[1]
+        self.cross_task_diff_: Float[Tensor, "task task"] = acc[0] - acc[1]
+
+    # results ---------------------------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "mask_accuracy_"):
+            raise RuntimeError("this SparseProbing is not fitted yet; call fit(...) first")
+
+    def task_index(self, task: str) -> int:
+        self._check_fitted()
+        if task not in self.tasks_:
+            raise ValueError(f"unknown task {task!r}; fitted tasks are {self.tasks_}")
+        return self.tasks_.index(task)
+
+    def neurons(self, task: str, lam: float, layers: int | Sequence[int] | None = None) -> NeuronSet:
+        """The neurons whose test-time gate is open in ``task``'s mask probe at λ (site "resid")."""
+        ti, li = self.task_index(task), self._lam_index(lam)
+        open_ = self.gates_[li, :, ti] > 0
+        if layers is not None:
+            keep = torch.zeros(self.n_layers_, dtype=torch.bool)
+            keep[torch.as_tensor(layers)] = True
+            open_ &= keep[:, None]
+        layer_idx, idx = open_.nonzero(as_tuple=True)
+        return NeuronSet.from_pairs("resid", self.n_layers_, self.width_, layer_idx, idx)
+
+    def top_neurons(self, task: str, k: int, layer: int) -> NeuronSet:
+        """The top-k neurons by |Welch t| of ``task`` at ``layer`` (train split)."""
+        ti = self.task_index(task)
+        sub = top_k_subsets(self.t_[layer, ti][None], k)[0]
+        return NeuronSet.from_pairs("resid", self.n_layers_, self.width_, torch.full_like(sub, layer % self.n_layers_), sub)
+
+    def random_match_k(self) -> Float[Tensor, "layer task"]:
+        """Per layer and task, the smallest random k whose mean accuracy reaches the top-1% probe's (NaN if none)."""
+        self._check_fitted()
+        if self.n_random == 0:
+            raise ValueError("no random probes were fitted (n_random=0)")
+        mean = self.random_accuracy_.mean(1)  # k layer task
+        reached = mean >= self.top_reference_accuracy_[None]
+        ks = torch.tensor(self.random_ks_, dtype=torch.float32)[:, None, None].expand_as(mean)
+        first = torch.where(reached, ks, torch.full_like(ks, float("inf"))).amin(0)
+        return torch.where(torch.isinf(first), torch.full_like(first, float("nan")), first)
+
+
+class _LazyTasks(Mapping):
+    """A read-only mapping task -> (acts, labels, pair index) that reads each chunk from the store on demand."""
+
+    def __init__(self, store: ActivationStore, tasks: list[str]):
+        self.store, self.tasks = store, tasks
+
+    def __getitem__(self, task: str) -> TaskData:
+        return self.store.read(task)
+
+    def __iter__(self):
+        return iter(self.tasks)
+
+    def __len__(self) -> int:
+        return len(self.tasks)

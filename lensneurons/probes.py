@@ -1,0 +1,243 @@
+"""Batched logistic probes, dense or with a hard-concrete L0 gate (Louizos, Welling & Kingma 2018).
+
+Many independent probes train as one tensor computation. Data come in ``group``s (e.g. layer × task),
+each with its own texts and features; every group is probed by several ``variant``s that share its data
+(the λ values of a mask probe, or the k / random draws of fixed-subset probes). Parameters therefore have
+shape ``variant group neuron`` and one einsum scores all probes at once.
+
+The objective of each probe is its own (a mean over its own texts), and the summed loss couples no two
+probes; since Adam updates every coordinate from that coordinate's gradient history alone, one batched
+Adam run equals separate runs, probe by probe.
+
+Mask probe loss (Sato et al.): ``λ·(BCE + L2) + (1−λ)·E[L0]/d`` with the gate ``z`` sampled while
+training and the deterministic gate ``clamp(sigmoid(log α)(ζ−γ)+γ, 0, 1)`` at test time.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+__all__ = [
+    "HardConcrete",
+    "ProbeFit",
+    "check_lams",
+    "train_probes",
+]
+
+
+@dataclass(frozen=True)
+class HardConcrete:
+    """The hard-concrete distribution: a binary-concrete sample stretched to (γ, ζ) and clipped to [0, 1]."""
+
+    beta: float = 2 / 3
+    gamma: float = -0.1
+    zeta: float = 1.1
+
+    def __post_init__(self):
+        if not self.beta > 0:
+            raise ValueError(f"beta (temperature) must be > 0, got {self.beta}")
+        if not (self.gamma < 0 and self.zeta > 1):
+            raise ValueError(f"need gamma < 0 < 1 < zeta for a hard-concrete gate, got {self.gamma}, {self.zeta}")
+
+    def sample(self, log_alpha: Float[Tensor, "*gate"], generator: torch.Generator | None = None) -> Float[Tensor, "*gate"]:
+        """One reparameterised sample of the gate (differentiable in ``log_alpha``)."""
+        u = torch.rand(log_alpha.shape, generator=generator, device=log_alpha.device, dtype=log_alpha.dtype)
+        u = u.clamp(1e-6, 1 - 1e-6)
+        s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + log_alpha) / self.beta)
+        return (s * (self.zeta - self.gamma) + self.gamma).clamp(0.0, 1.0)
+
+    def deterministic(self, log_alpha: Float[Tensor, "*gate"]) -> Float[Tensor, "*gate"]:
+        """The test-time gate of Louizos et al. (eq. 13): no noise, the same value every call."""
+        return (torch.sigmoid(log_alpha) * (self.zeta - self.gamma) + self.gamma).clamp(0.0, 1.0)
+
+    def prob_nonzero(self, log_alpha: Float[Tensor, "*gate"]) -> Float[Tensor, "*gate"]:
+        """P(gate > 0); summed over gates it is the expected L0 norm (closed form)."""
+        return torch.sigmoid(log_alpha - self.beta * math.log(-self.gamma / self.zeta))
+
+
+def check_lams(lams) -> Float[Tensor, "lam"]:
+    lams = torch.as_tensor(lams, dtype=torch.float32).flatten()
+    if lams.numel() == 0:
+        raise ValueError("lams is empty; give at least one λ in (0, 1]")
+    bad = [float(v) for v in lams if not (0.0 < float(v) <= 1.0)]
+    if bad:
+        raise ValueError(f"every λ must lie in (0, 1] (1.0 = dense probe), got {bad}")
+    return lams
+
+
+@dataclass
+class ProbeFit:
+    """Trained probes. ``weight`` and ``bias`` act on features standardised per group with the training
+    ``mean`` and ``std``; ``logits`` takes raw features and does that itself."""
+
+    weight: Float[Tensor, "variant group neuron"]
+    bias: Float[Tensor, "variant group"]
+    gate: Float[Tensor, "variant group neuron"]  # test-time gate × feature mask (1 for a plain dense probe)
+    log_alpha: Float[Tensor, "variant group neuron"] | None
+    mean: Float[Tensor, "group neuron"]
+    std: Float[Tensor, "group neuron"]
+
+    def logits(self, x: Float[Tensor, "group text neuron"]) -> Float[Tensor, "variant group text"]:
+        w = self.weight * self.gate / self.std
+        return torch.einsum("gtn,vgn->vgt", x, w) + (self.bias - (w * self.mean).sum(-1))[..., None]
+
+    def accuracy(
+        self, x: Float[Tensor, "group text neuron"], y: Bool[Tensor, "group text"],
+        valid: Bool[Tensor, "group text"] | None = None,
+    ) -> Float[Tensor, "variant group"]:
+        """Fraction of (valid) texts whose predicted label (logit > 0) is right."""
+        _check_xy(x, y)
+        correct = ((self.logits(x) > 0) == y).float()
+        if valid is None:
+            return correct.mean(-1)
+        v = valid.float()
+        return (correct * v).sum(-1) / v.sum(-1).clamp_min(1)
+
+    def density(self) -> Float[Tensor, "variant group"]:
+        """Fraction of neurons whose test-time gate is open (> 0)."""
+        return (self.gate > 0).float().mean(-1)
+
+
+def _masked_mean_std(x: Tensor, v: Tensor, n: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-group mean and std over valid texts, one group at a time (no temporary of x's full size)."""
+    mean = torch.empty(x.shape[0], x.shape[2], dtype=x.dtype, device=x.device)
+    var = torch.empty_like(mean)
+    for g in range(x.shape[0]):
+        xg, vg = x[g], v[g][:, None]
+        mean[g] = (xg * vg).sum(0) / n[g]
+        var[g] = ((xg - mean[g]) ** 2 * vg).sum(0) / n[g]
+    return mean, var.sqrt().clamp_min(1e-6)
+
+
+def _check_xy(x: Tensor, y: Tensor) -> None:
+    if y.shape != x.shape[:2]:
+        raise ValueError(f"labels have shape {tuple(y.shape)} but features have {tuple(x.shape[:2])} (group, text)")
+
+
+def train_probes(
+    x: Float[Tensor, "group text neuron"],
+    y: Bool[Tensor, "group text"],
+    lams: Float[Tensor, "variant"] | None = None,
+    subset: Int[Tensor, "variant group k"] | None = None,
+    valid: Bool[Tensor, "group text"] | None = None,
+    gated: bool = False,
+    C: float = 1.0,
+    steps: int = 300,
+    lr: float = 0.05,
+    gate_lr: float | None = None,
+    init_log_alpha: float = 2.0,
+    hard_concrete: HardConcrete = HardConcrete(),
+    seed: int = 0,
+) -> ProbeFit:
+    """Train ``variant × group`` logistic probes at once by full-batch Adam.
+
+    ``gated=True`` learns a hard-concrete mask per probe with loss ``λ·(BCE + L2) + (1−λ)·E[L0]/d``
+    (one variant per λ in ``lams``). Otherwise the probes are plain L2-regularised logistic regressions
+    like scikit-learn's ``LogisticRegression(C=C)`` (loss ``BCE + ‖w‖²/(2·C·n)``): one variant per row of
+    ``subset`` (the indices of the k neurons each probe reads; the features are gathered, so a probe on k
+    neurons costs k, not d), or a single dense variant. The returned weights and gates are in the full
+    ``neuron`` space either way (zero outside a probe's subset).
+    """
+    _check_xy(x, y)
+    if y.dtype != torch.bool:
+        raise ValueError(f"labels must be a bool tensor, got {y.dtype}")
+    if valid is None:
+        valid = torch.ones_like(y)
+    elif valid.shape != y.shape:
+        raise ValueError(f"valid has shape {tuple(valid.shape)}, expected {tuple(y.shape)}")
+    if steps < 1 or lr <= 0 or C <= 0:
+        raise ValueError(f"need steps >= 1, lr > 0 and C > 0; got steps={steps}, lr={lr}, C={C}")
+    n_groups, _, d = x.shape
+    v = valid.float()
+    n = v.sum(1)
+    if (n < 2).any():
+        raise ValueError("every group needs at least 2 valid texts")
+    for g in range(n_groups):
+        yg = y[g][valid[g]]
+        if yg.all() or not yg.any():
+            raise ValueError(f"group {g} has only one class among its valid texts; a probe needs both")
+
+    if gated:
+        if lams is None:
+            raise ValueError("a gated (mask) probe needs lams, the λ values in (0, 1]")
+        lams = check_lams(lams).to(x.device)
+        n_var = len(lams)
+    else:
+        if lams is not None:
+            raise ValueError("lams only applies to gated probes (gated=True)")
+        n_var = 1 if subset is None else subset.shape[0]
+        lams = torch.ones(n_var, device=x.device)
+    if subset is not None:
+        if gated:
+            raise ValueError("subset applies to plain probes; a gated probe chooses its own neurons")
+        if subset.shape[1] != n_groups or subset.shape[2] < 1:
+            raise ValueError(f"subset has shape {tuple(subset.shape)}, expected (variant, {n_groups}, k >= 1)")
+        if subset.min() < 0 or subset.max() >= d:
+            raise ValueError(f"subset indices must lie in [0, {d}) (the number of neurons)")
+        if (subset.sort(-1).values.diff(dim=-1) == 0).any():
+            raise ValueError("a probe's subset lists the same neuron twice; indices must be distinct")
+        subset = subset.to(x.device)
+
+    target = y.float()
+    if subset is None:
+        # standardisation is folded into the weights each step, so x itself is never copied
+        mean, std = _masked_mean_std(x, v, n)
+        width, spec, xs = d, "gtn,vgn->vgt", x
+        scale, shift = 1 / std, mean / std
+    else:
+        # gather the k columns first; statistics only of those (unused columns get mean 0, std 1)
+        width, spec = subset.shape[2], "vgtn,vgn->vgt"
+        n_text = x.shape[1]
+        xs = torch.gather(x.expand(n_var, -1, -1, -1), 3, subset[:, :, None, :].expand(-1, -1, n_text, -1))
+        vv = v[None, :, :, None]
+        mu = (xs * vv).sum(2) / n[:, None]
+        sd = ((((xs - mu[:, :, None]) ** 2) * vv).sum(2) / n[:, None]).sqrt().clamp_min(1e-6)
+        scale, shift = 1 / sd, mu / sd
+        mean = torch.zeros(n_groups, d, dtype=x.dtype, device=x.device)
+        std = torch.ones(n_groups, d, dtype=x.dtype, device=x.device)
+        flat = subset.transpose(0, 1).reshape(n_groups, -1)
+        mean.scatter_(1, flat, mu.transpose(0, 1).reshape(n_groups, -1))
+        std.scatter_(1, flat, sd.transpose(0, 1).reshape(n_groups, -1))
+
+    weight = torch.zeros(n_var, n_groups, width, device=x.device, requires_grad=True)
+    bias = torch.zeros(n_var, n_groups, device=x.device, requires_grad=True)
+    params = [{"params": [weight, bias], "lr": lr}]
+    log_alpha = None
+    if gated:
+        log_alpha = torch.full((n_var, n_groups, d), float(init_log_alpha), device=x.device, requires_grad=True)
+        params.append({"params": [log_alpha], "lr": gate_lr or lr})
+    opt = torch.optim.Adam(params)
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    lam = lams[:, None]
+    with torch.enable_grad():
+        for _ in range(steps):
+            opt.zero_grad(set_to_none=True)
+            w = weight
+            if gated:
+                w = w * hard_concrete.sample(log_alpha, gen)
+            logits = torch.einsum(spec, xs, w * scale) + (bias - (w * shift).sum(-1))[..., None]
+            bce = F.binary_cross_entropy_with_logits(logits, target.expand_as(logits), reduction="none")
+            fit = (bce * v).sum(-1) / n + (weight**2).sum(-1) / (2 * C * n)
+            loss = lam * fit
+            if gated:
+                loss = loss + (1 - lam) * hard_concrete.prob_nonzero(log_alpha).sum(-1) / d
+            loss.sum().backward()
+            opt.step()
+
+    with torch.no_grad():
+        weight = weight.detach()
+        gate = torch.ones(n_var, n_groups, d, device=x.device)
+        if gated:
+            gate = hard_concrete.deterministic(log_alpha)
+        if subset is not None:
+            gate = torch.zeros_like(gate).scatter_(2, subset, 1.0)
+            weight = torch.zeros(n_var, n_groups, d, device=x.device).scatter_(2, subset, weight)
+        return ProbeFit(
+            weight=weight, bias=bias.detach(), gate=gate,
+            log_alpha=None if log_alpha is None else log_alpha.detach(), mean=mean, std=std,
+        )
