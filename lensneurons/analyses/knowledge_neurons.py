@@ -1,0 +1,310 @@
+"""Knowledge (concept) neurons (Dai et al. 2022; Ariyama et al., paper K).
+
+A concept comes with several differently-worded prompts whose answer is the concept. Integrated
+gradients (`lensneurons.attribution`) scores every MLP neuron at the answer position of each prompt;
+per prompt the neurons above t · (the prompt's largest attribution) survive, and the concept's
+knowledge neurons are those that survive in at least p% of its prompts. Suppressing them (set to 0)
+or amplifying them (× 2) should change P(correct answer) on the concept's own prompts much more than
+on unrelated prompts.
+
+    kn = KnowledgeNeurons(steps=20, t=0.2, p=50).fit(model, {"Helsinki": [("The capital of Finland is",
+                                                                          " Helsinki"), ...], ...})
+    kn.neurons_["Helsinki"], kn.prompt_neurons_["Helsinki"]
+    effects = kn.evaluate(model, unrelated="London", n_random=5)
+"""
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from tqdm.auto import tqdm
+from transformer_lens import HookedTransformer
+
+from lensneurons.attribution import answer_logprob, encode, integrated_gradients, mean_activations
+from lensneurons.neurons import NeuronSet
+from lensneurons.patching import NeuronEdit, patched, scale, zero
+from lensneurons.sites import site_width
+
+EDITS = ("suppress", "amplify")
+EDIT_POSITIONS = ("answer", "all")
+Prompts = Mapping[str, Sequence[tuple[str, str]]]  # concept -> [(prompt, answer), ...]
+
+
+def _check_t_p(t: float | int, p: float | int) -> None:
+    if not 0.0 <= t < 1.0:
+        raise ValueError(f"t (attribution threshold as a fraction of the prompt's maximum) must be in [0, 1), got {t}")
+    if not 0.0 < p <= 100.0:
+        raise ValueError(f"p (percentage of a concept's prompts that must share a neuron) must be in (0, 100], got {p}")
+
+
+def refine(
+    attributions: Float[Tensor, "batch layer neuron"], t: float | int = 0.2, p: float | int = 50.0, site: str = "mlp"
+) -> tuple[list[NeuronSet], NeuronSet]:
+    """Both refinement stages for one concept's prompts (rows of `attributions`).
+
+    Stage 1, per prompt: neurons whose attribution is > t × that prompt's largest attribution (over all
+    layers); a prompt whose attributions are all ≤ 0 keeps none. Stage 2: neurons kept by at least p% of
+    the prompts.
+    """
+    _check_t_p(t, p)
+    if attributions.shape[0] == 0:
+        raise ValueError("refine needs at least one prompt's attributions")
+    n, n_layers, width = attributions.shape
+    flat = attributions.reshape(n, -1)
+    kept = flat > t * flat.max(1, keepdim=True).values
+    per_prompt = [NeuronSet(site, n_layers, width, torch.nonzero(row).flatten()) for row in kept]
+    shared = kept.sum(0) * 100 >= p * n  # integer-safe form of count / n >= p / 100
+    return per_prompt, NeuronSet(site, n_layers, width, torch.nonzero(shared).flatten())
+
+
+class KnowledgeNeurons:
+    """Find knowledge neurons by integrated gradients and refinement; evaluate them by editing.
+
+    Parameters (paper values by default): steps (Riemann steps), t (per-prompt threshold), p (sharing
+    percentage, in (0, 100]), baseline ("zero" or "mean": mean activation over `reference_texts` given to
+    `fit`), scoring (multi-token answers, see `lensneurons.attribution`), mode ("layer" or "neuron"),
+    alpha_power (> 1 concentrates steps near the baseline), layers (None: all).
+    Fitted attributes end in `_`.
+    """
+
+    def __init__(
+        self,
+        steps: int = 20,
+        t: float | int = 0.2,
+        p: float | int = 50.0,
+        baseline: str = "zero",
+        scoring: str = "joint",
+        mode: str = "layer",
+        alpha_power: float | int = 1.0,
+        layers: Sequence[int] | None = None,
+        batch_size: int | None = None,
+        tolerance: float | int = 0.1,
+    ):
+        self.steps = steps
+        self.t = t
+        self.p = p
+        self.baseline = baseline
+        self.scoring = scoring
+        self.mode = mode
+        self.alpha_power = alpha_power
+        self.layers = layers
+        self.batch_size = batch_size
+        self.tolerance = tolerance
+
+    # fitting -------------------------------------------------------------------------------------
+    def fit(
+        self,
+        model: HookedTransformer,
+        prompts: Prompts,
+        reference_texts: Sequence[str] | None = None,
+        progress: bool = True,
+    ) -> KnowledgeNeurons:
+        """Attribute every prompt of every concept, then refine (see `fit_attributions`)."""
+        _check_t_p(self.t, self.p)
+        self._check_prompts(prompts)
+        if self.baseline == "mean":
+            if not reference_texts:
+                raise ValueError("baseline='mean' needs reference_texts (texts to average each neuron over)")
+            table = mean_activations(model, reference_texts)
+        elif self.baseline == "zero":
+            table = "zero"
+        else:
+            raise ValueError(f"unknown baseline {self.baseline!r}; expected 'zero' or 'mean'")
+        self.baseline_table_ = table if isinstance(table, Tensor) else None
+        attributions, errors, probs = {}, {}, {}
+        total = sum(len(v) for v in prompts.values())
+        bar = tqdm(total=total, desc="integrated gradients", unit="prompt", disable=not progress)
+        for concept, pairs in prompts.items():
+            rows, errs, ps = [], [], []
+            for prompt, answer in pairs:
+                r = integrated_gradients(
+                    model, prompt, answer, layers=self.layers, steps=self.steps, baseline=table,
+                    scoring=self.scoring, mode=self.mode, alpha_power=self.alpha_power,
+                    batch_size=self.batch_size, tolerance=self.tolerance,
+                )
+                rows.append(r.scores)
+                errs.append(r.completeness_error)
+                ps.append(r.prob)
+                bar.update()
+            attributions[concept] = torch.stack(rows)
+            errors[concept] = torch.stack(errs)
+            probs[concept] = torch.tensor(ps)
+        bar.close()
+        self.completeness_errors_ = errors
+        self.probs_ = probs
+        self.fit_attributions(attributions, prompts)
+        return self
+
+    def fit_attributions(
+        self, attributions: Mapping[str, Float[Tensor, "batch layer neuron"]], prompts: Prompts | None = None
+    ) -> KnowledgeNeurons:
+        """Refine precomputed attribution tables (one row per prompt, per concept)."""
+        _check_t_p(self.t, self.p)
+        if not attributions:
+            raise ValueError("no concepts given")
+        self.attributions_ = dict(attributions)
+        self.prompt_neurons_: dict[str, list[NeuronSet]] = {}
+        self.neurons_: dict[str, NeuronSet] = {}
+        for concept, table in attributions.items():
+            self.prompt_neurons_[concept], self.neurons_[concept] = refine(table, self.t, self.p)
+        if prompts is not None:
+            self.prompts_ = {c: list(v) for c, v in prompts.items()}
+        return self
+
+    @staticmethod
+    def _check_prompts(prompts: Prompts) -> None:
+        if not prompts:
+            raise ValueError("prompts is empty: expected {concept: [(prompt, answer), ...]}")
+        for concept, pairs in prompts.items():
+            if not pairs:
+                raise ValueError(f"concept {concept!r} has no prompts")
+            for pair in pairs:
+                if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+                    raise ValueError(f"concept {concept!r}: expected (prompt, answer) pairs, got {pair!r}")
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "neurons_"):
+            raise RuntimeError("this KnowledgeNeurons is not fitted yet; call fit(model, prompts) first")
+
+    # editing -------------------------------------------------------------------------------------
+    def edit(self, concept: str, kind: str) -> NeuronEdit:
+        """The edit of a concept's knowledge neurons: "suppress" (set to 0) or "amplify" (× 2)."""
+        self._check_fitted()
+        if concept not in self.neurons_:
+            raise ValueError(f"unknown concept {concept!r}")
+        if kind == "suppress":
+            return zero(self.neurons_[concept])
+        if kind == "amplify":
+            return scale(self.neurons_[concept], 2.0)
+        raise ValueError(f"unknown edit {kind!r}; expected one of {EDITS}")
+
+    def evaluate(
+        self,
+        model: HookedTransformer,
+        concepts: Sequence[str] | None = None,
+        unrelated: str | Sequence[tuple[str, str]] | None = None,
+        n_random: int = 0,
+        random_state: int = 0,
+        edit_positions: str = "answer",
+        progress: bool = True,
+    ) -> list[dict]:
+        """Relative change of P(correct answer), (P_edited - P) / P, under each edit of each concept's neurons.
+
+        Targets: the concept's own prompts ("own"); `unrelated`, a fixed concept of the fitted prompts or
+        a list of (prompt, answer) pairs, for every concept ("unrelated"); and `n_random` other concepts
+        drawn per concept with `random_state` ("random"). Edits apply at the answer position (the last
+        prompt token) or at every position (`edit_positions="all"`). One row per (concept, target, edit,
+        prompt); `summarise` averages them.
+        """
+        self._check_fitted()
+        if not hasattr(self, "prompts_"):
+            raise RuntimeError("evaluate needs the prompts: fit with prompts (or fit_attributions(..., prompts))")
+        if edit_positions not in EDIT_POSITIONS:
+            raise ValueError(f"unknown edit_positions {edit_positions!r}; expected one of {EDIT_POSITIONS}")
+        if n_random < 0:
+            raise ValueError(f"n_random must be >= 0, got {n_random}")
+        concepts = list(self.neurons_) if concepts is None else list(concepts)
+        for c in concepts:
+            if c not in self.neurons_:
+                raise ValueError(f"unknown concept {c!r}")
+        if isinstance(unrelated, str):
+            if unrelated not in self.prompts_:
+                raise ValueError(f"unrelated concept {unrelated!r} is not among the fitted concepts")
+            fixed = (unrelated, self.prompts_[unrelated])
+        elif unrelated is not None:
+            fixed = ("<unrelated>", list(unrelated))
+        else:
+            fixed = None
+        if site_width(model, "mlp") != next(iter(self.neurons_.values())).width:
+            raise ValueError("the model's MLP width differs from the one the neurons were found on")
+        rng = random.Random(random_state)
+        rows: list[dict] = []
+        clean: dict[tuple[str, str], float] = {}
+        for concept in tqdm(concepts, desc="editing", disable=not progress):
+            targets = [("own", concept, self.prompts_[concept])]
+            if fixed is not None and fixed[0] != concept:
+                targets.append(("unrelated", *fixed))
+            others = [c for c in self.prompts_ if c != concept]
+            for other in rng.sample(others, min(n_random, len(others))):
+                targets.append(("random", other, self.prompts_[other]))
+            for kind in EDITS:
+                edit = self.edit(concept, kind)
+                for target, name, pairs in targets:
+                    for prompt, answer in pairs:
+                        key = (prompt, answer)
+                        if key not in clean:
+                            clean[key] = answer_prob(model, prompt, answer, scoring=self.scoring)
+                        edited = answer_prob(model, prompt, answer, edit, self.scoring, edit_positions)
+                        before = clean[key]
+                        rows.append({
+                            "concept": concept, "target": target, "target_concept": name, "edit": kind,
+                            "prompt": prompt, "answer": answer, "n_neurons": len(self.neurons_[concept]),
+                            "p_before": before, "p_after": edited,
+                            "relative_change": (edited - before) / before if before > 0 else float("nan"),
+                        })
+        self.effects_ = rows
+        return rows
+
+
+def answer_prob(
+    model: HookedTransformer,
+    prompt: str,
+    answer: str | int,
+    edit: NeuronEdit | None = None,
+    scoring: str = "joint",
+    edit_positions: str = "answer",
+) -> float:
+    """P(answer | prompt) (scored as in `lensneurons.attribution`), optionally under an edit applied at the
+    answer position (the last prompt token) or at every position."""
+    if edit_positions not in EDIT_POSITIONS:
+        raise ValueError(f"unknown edit_positions {edit_positions!r}; expected one of {EDIT_POSITIONS}")
+    query = encode(model, prompt, answer, scoring)
+    edits = [] if edit is None else [edit]
+    positions = torch.tensor([query.position]) if edit_positions == "answer" else None
+    with torch.no_grad(), patched(model, *edits, positions=positions):
+        final = model(query.tokens, stop_at_layer=model.cfg.n_layers)
+        return float(answer_logprob(model, final, query).exp())
+
+
+POS_GROUPS = ("noun", "verb/adj/adv", "other")
+
+
+def pos_group(text: str, concept: str) -> str:
+    """The concept's part-of-speech group in `text` (Ariyama et al.'s rule): NLTK tags the tokenised text and
+    the first token equal to the concept decides: NN* → "noun"; JJ*, RB*, VB* → "verb/adj/adv"; any other
+    tag, or no token equal to the concept (e.g. a multi-word concept), → "other".
+
+    Needs NLTK's punkt_tab and averaged_perceptron_tagger_eng; with `$LENSNEURONS_DATA_DIR` set, the
+    local `nltk_data` dataset is put first on NLTK's search path.
+    """
+    import os
+
+    import nltk
+
+    from lensneurons.data.manifests import DATA_DIR_ENV, resolve
+
+    if os.environ.get(DATA_DIR_ENV):
+        local = str(resolve("nltk_data", verify=False))
+        if local not in nltk.data.path:
+            nltk.data.path.insert(0, local)
+    for word, tag in nltk.pos_tag(nltk.word_tokenize(text)):
+        if word == concept:
+            if tag.startswith("NN"):
+                return "noun"
+            return "verb/adj/adv" if tag[:2] in ("JJ", "RB", "VB") else "other"
+    return "other"
+
+
+def summarise(rows: Sequence[Mapping]) -> list[dict]:
+    """Mean relative change per (concept, target, edit), over prompts (and over sampled concepts)."""
+    groups: dict[tuple, list[float]] = {}
+    for r in rows:
+        groups.setdefault((r["concept"], r["target"], r["edit"], r["n_neurons"]), []).append(r["relative_change"])
+    return [
+        {"concept": c, "target": t, "edit": e, "n_neurons": n, "n_prompts": len(v),
+         "mean_relative_change": float(torch.tensor(v, dtype=torch.float64).nanmean())}
+        for (c, t, e, n), v in groups.items()
+    ]

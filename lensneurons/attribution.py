@@ -1,0 +1,435 @@
+"""Integrated gradients over MLP neurons at the answer position (Dai et al. 2022, paper K).
+
+For a prompt x and its answer y, neuron i of layer l gets
+
+    Attr_i = (a_i - b_i) · ∫_0^1 ∂P(y | x; a_l ← b + α (a - b)) / ∂a_i dα,
+
+where a is layer l's MLP activation (`blocks.{l}.mlp.hook_post`) at the answer position and b the
+baseline. The integral is a midpoint Riemann sum over `steps` values of α, evaluated as one batch.
+
+How it is computed: one clean forward pass caches the residual stream entering every requested block
+(`blocks.{l}.hook_resid_pre`) and the activations at the answer position, and one pass over the prompt's
+earlier positions stores their keys and values. Layer l's steps then start at block l
+(`start_at_layer=l`), so the blocks before l are never recomputed; they run only the positions from the
+answer position on (the earlier positions cannot see an edit at the answer position, so their keys and
+values are reused); and the final norm and the unembedding are applied to the answer positions only
+(Gemma's vocabulary has 262k entries).
+
+Answer scoring (`scoring`):
+- ``"joint"`` (default): P(answer) = Π_j P(t_j | prompt, t_<j) over the answer's tokens t_1..t_n with teacher
+  forcing (the prompt is followed by t_1..t_{n-1}); the neurons are scaled at the last prompt position only.
+  For a one-token answer this is the next-token probability.
+- ``"first"``: the probability of the answer's first token.
+- ``"single"``: like ``"first"``, but the answer must be exactly one token (Dai et al.'s setting); anything
+  else is a ValueError.
+
+Baselines: ``"zero"`` (the paper's), or a per-neuron table such as `mean_activations` over reference texts.
+
+Completeness: the attributions of a layer sum to P(x) - P(x with layer l at its baseline) up to the
+quadrature error. Each result carries that check per layer and a `CompletenessWarning` is raised when the
+relative error exceeds `tolerance`. Models with a norm after the MLP (Gemma-2/3) break it for the zero
+baseline: scaling all of a layer's activations together barely changes the normalised MLP output until
+α is tiny, so a uniform grid misses the change. Remedies offered here: a mean baseline, steps
+concentrated near α = 0 (`alpha_power` > 1), and per-neuron paths (`mode="neuron"`).
+"""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from transformer_lens import HookedTransformer
+
+from lensneurons.activations import collect, tokenize
+from lensneurons.sites import check_layers, get_act_name, hook_name, site_width
+from lensneurons.stats import MeanVar
+
+try:  # TransformerLens 3
+    from transformer_lens import TransformerLensKeyValueCache, TransformerLensKeyValueCacheEntry
+    from transformer_lens.utilities import apply_softcap
+except ImportError:  # 2.x: the same key-value cache under its old names (not tested here); no soft-cap helper
+    from transformer_lens.past_key_value_caching import HookedTransformerKeyValueCache as TransformerLensKeyValueCache
+    from transformer_lens.past_key_value_caching import (
+        HookedTransformerKeyValueCacheEntry as TransformerLensKeyValueCacheEntry,
+    )
+
+    def apply_softcap(x, cap):
+        return x if not cap else cap * torch.tanh(x / cap)
+
+SCORINGS = ("joint", "first", "single")
+MODES = ("layer", "neuron")
+BASELINES = ("zero",)
+
+
+class CompletenessWarning(UserWarning):
+    """A layer's attributions do not add up to P(x) - P(baseline)."""
+
+
+@dataclass(frozen=True)
+class Query:
+    """A prompt and answer as the model sees them."""
+
+    tokens: Int[Tensor, "batch pos"]  # batch = 1: the prompt (+ all answer tokens but the last for "joint")
+    position: int  # the answer position: the last prompt token, where the neurons are scaled
+    targets: Int[Tensor, "k"]  # scored tokens, predicted at position, position + 1, ...
+
+
+@dataclass
+class Attribution:
+    """IG attributions of one prompt. Rows of layers that were not requested are 0 (NaN in diagnostics)."""
+
+    scores: Float[Tensor, "layer neuron"]
+    layers: list[int]
+    prob: float  # P(answer | prompt), as defined by the scoring
+    baseline_prob: Float[Tensor, "layer"]  # P(answer) with layer l at its baseline ("layer" mode)
+    completeness_error: Float[Tensor, "layer"]  # |Σ_i Attr_i - (P - P_baseline)| / max(|P - P_baseline|, 1e-3 P)
+    steps: int
+    mode: str
+
+    @property
+    def layer_sums(self) -> Float[Tensor, "layer"]:
+        return self.scores.sum(-1)
+
+
+# inputs ---------------------------------------------------------------------------------------
+
+
+def encode(model: HookedTransformer, prompt: str, answer: str | int, scoring: str = "joint") -> Query:
+    """Tokenise a prompt and its answer for `scoring` (see the module docstring)."""
+    if scoring not in SCORINGS:
+        raise ValueError(f"unknown scoring {scoring!r}; expected one of {SCORINGS}")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ValueError(f"prompt must be a non-empty string, got {prompt!r}")
+    if isinstance(answer, bool):
+        raise ValueError(f"answer must be a string or a token id, got {answer!r}")
+    if isinstance(answer, int):
+        if not 0 <= answer < model.cfg.d_vocab:
+            raise ValueError(f"answer token id {answer} is not in the vocabulary (0..{model.cfg.d_vocab - 1})")
+        answer_ids = [answer]
+    else:
+        if not answer:
+            raise ValueError("answer is empty")
+        answer_ids = model.tokenizer(answer, add_special_tokens=False)["input_ids"]
+        if not answer_ids:
+            raise ValueError(f"answer {answer!r} has no tokens")
+        if any(not 0 <= t < model.cfg.d_vocab for t in answer_ids):
+            raise ValueError(f"answer {answer!r} has token ids outside the model's vocabulary ({model.cfg.d_vocab})")
+        if scoring == "single" and len(answer_ids) != 1:
+            raise ValueError(
+                f"answer {answer!r} is not a single token in the vocabulary (it tokenises to {answer_ids}); "
+                "use scoring='joint' or 'first' for multi-token answers"
+            )
+    prompt_ids = tokenize(model, [prompt])[0]
+    if scoring == "joint":
+        ids, targets = prompt_ids + answer_ids[:-1], answer_ids
+    else:
+        ids, targets = prompt_ids, answer_ids[:1]
+    if len(ids) > model.cfg.n_ctx:
+        raise ValueError(f"prompt and answer need {len(ids)} tokens, more than the context ({model.cfg.n_ctx})")
+    return Query(
+        torch.tensor([ids], device=model.cfg.device),
+        len(prompt_ids) - 1,
+        torch.tensor(targets, device=model.cfg.device),
+    )
+
+
+def mean_activations(
+    model: HookedTransformer, texts: Sequence[str], pooling: str = "last", batch_size: int = 16
+) -> Float[Tensor, "layer neuron"]:
+    """Per-neuron mean MLP activation over reference texts, for the mean baseline.
+
+    `pooling="last"` averages each text's last-token activation: the position that predicts the next
+    token, like the answer position (and it keeps BOS, whose activations are often outliers, out).
+    """
+    (mv,) = collect(model, list(texts), [MeanVar()], site="mlp", pooling=pooling, batch_size=batch_size,
+                    progress=False)
+    return mv.mean.float()
+
+
+def quadrature(steps: int, alpha_power: float | int = 1.0) -> tuple[Float[Tensor, "step"], Float[Tensor, "step"]]:
+    """Nodes α and weights w with Σ_k w_k f(α_k) ≈ ∫_0^1 f(α) dα.
+
+    Midpoint rule in u with α = u^alpha_power: power 1 is the uniform grid; a larger power puts more
+    steps near α = 0 (weights carry the Jacobian alpha_power · u^(alpha_power - 1)).
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if not alpha_power >= 1.0:
+        raise ValueError(f"alpha_power must be >= 1, got {alpha_power}")
+    u = (torch.arange(steps, dtype=torch.float64) + 0.5) / steps
+    return (u**alpha_power).float(), (alpha_power * u ** (alpha_power - 1) / steps).float()
+
+
+def answer_logprob(
+    model: HookedTransformer, resid: Float[Tensor, "batch pos d_model"], query: Query
+) -> Float[Tensor, "batch"]:
+    """log P(answer) from the residual stream after the last block: final norm and unembedding applied
+    to the scored positions only."""
+    k = len(query.targets)
+    r = resid[:, query.position : query.position + k]
+    if model.cfg.normalization_type is not None:
+        r = model.ln_final(r)
+    logits = apply_softcap(model.unembed(r), model.cfg.output_logits_soft_cap)
+    logp = logits.float().log_softmax(-1)
+    return logp[:, torch.arange(k, device=logp.device), query.targets].sum(-1)
+
+
+# attribution ---------------------------------------------------------------------------------
+
+
+def _baseline_table(model: HookedTransformer, baseline) -> Tensor:
+    width = site_width(model, "mlp")
+    if isinstance(baseline, str):
+        if baseline not in BASELINES:
+            raise ValueError(
+                f"unknown baseline {baseline!r}; expected 'zero' or a (layer, neuron) tensor of per-neuron "
+                "values, e.g. mean_activations(model, reference_texts)"
+            )
+        return torch.zeros(model.cfg.n_layers, width)
+    if tuple(baseline.shape) != (model.cfg.n_layers, width):
+        raise ValueError(f"baseline table has shape {tuple(baseline.shape)}, expected ({model.cfg.n_layers}, {width})")
+    return baseline.detach().float()
+
+
+@contextmanager
+def _frozen(model: HookedTransformer):
+    """No parameter gradients (they are never needed and cost memory); restored afterwards."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+def _clean_pass(model: HookedTransformer, query: Query, layers: list[int]):
+    resid: dict[int, Tensor] = {}
+    acts: dict[int, Tensor] = {}
+
+    def save_resid(layer):
+        def hook(x, hook):
+            resid[layer] = x.detach().clone()
+
+        return hook
+
+    def save_act(layer):
+        def hook(x, hook):
+            acts[layer] = x[0, query.position].detach().clone()
+
+        return hook
+
+    hooks = [(get_act_name("resid_pre", layer), save_resid(layer)) for layer in layers]
+    hooks += [(hook_name("mlp", layer), save_act(layer)) for layer in layers]
+    with torch.no_grad(), model.hooks(fwd_hooks=hooks):
+        final = model(query.tokens, stop_at_layer=model.cfg.n_layers)
+        prob = float(answer_logprob(model, final, query).exp())
+    return resid, acts, prob
+
+
+def _rows(mode: str, width: int, steps: int, alpha_power: float):
+    """(alpha, weight, neuron) per row; neuron = -1 scales the whole layer. One α = 0 row per path gives
+    P(baseline) for the completeness check (weight 0)."""
+    alphas, weights = quadrature(steps, alpha_power)
+    alphas, weights = torch.cat([alphas, torch.zeros(1)]), torch.cat([weights, torch.zeros(1)])
+    if mode == "layer":
+        return alphas, weights, torch.full((steps + 1,), -1)
+    neurons = torch.arange(width).repeat_interleave(steps + 1)
+    return alphas.repeat(width), weights.repeat(width), neurons
+
+
+def _scaled_inputs(a: Tensor, b: Tensor, alphas: Tensor, neurons: Tensor) -> Tensor:
+    x = a.expand(len(alphas), -1).clone()
+    whole = neurons < 0
+    if whole.any():
+        x[whole] = b + alphas[whole, None] * (a - b)
+    rows = torch.nonzero(~whole).flatten()
+    if len(rows):
+        i = neurons[rows]
+        x[rows, i] = b[i] + alphas[rows] * (a[i] - b[i])
+    return x
+
+
+def _prefix_cache(model: HookedTransformer, resid0: Tensor, position: int):
+    """Keys and values of every layer for the positions before the answer position. Edits at the answer
+    position cannot reach them (causal attention), so every step can reuse them."""
+    if position == 0:
+        return None
+    cache = TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, 1)
+    with torch.no_grad():
+        model(resid0[:, :position], start_at_layer=0, stop_at_layer=model.cfg.n_layers, past_kv_cache=cache)
+    cache.freeze()
+    return cache
+
+
+def _expand_cache(cache, rows: int):
+    if cache is None:
+        return None
+    entries = [
+        TransformerLensKeyValueCacheEntry(
+            e.past_keys.expand(rows, -1, -1, -1), e.past_values.expand(rows, -1, -1, -1), frozen=True
+        )
+        for e in cache.entries
+    ]
+    mask = cache.previous_attention_mask.expand(rows, -1)
+    return TransformerLensKeyValueCache(entries, mask, frozen=True)
+
+
+def _layer_forward(
+    model: HookedTransformer, resid: Tensor, layer: int, query: Query, x: Tensor, cache
+) -> Tensor:
+    """P(answer) per row with layer's activations at the answer position replaced by the rows of x.
+
+    Only the positions from the answer position on are run, from block `layer` on, over the cached keys
+    and values of the earlier positions."""
+    p = query.position
+
+    def replace(act, hook):
+        return torch.cat([x[:, None].to(act.dtype), act[:, 1:]], dim=1)
+
+    suffix = resid[:, p:].expand(len(x), -1, -1).contiguous()
+    with model.hooks(fwd_hooks=[(hook_name("mlp", layer), replace)]):
+        final = model(
+            suffix, start_at_layer=layer, stop_at_layer=model.cfg.n_layers, past_kv_cache=_expand_cache(cache, len(x))
+        )
+    return answer_logprob(model, final, _at_position(query, 0)).exp()
+
+
+def _at_position(query: Query, position: int) -> Query:
+    return Query(query.tokens, position, query.targets)
+
+
+def integrated_gradients(
+    model: HookedTransformer,
+    prompt: str,
+    answer: str | int,
+    layers: int | Sequence[int] | None = None,
+    steps: int = 20,
+    baseline: str | Float[Tensor, "layer neuron"] = "zero",
+    scoring: str = "joint",
+    mode: str = "layer",
+    alpha_power: float | int = 1.0,
+    batch_size: int | None = None,
+    tolerance: float | int = 0.1,
+    warn: bool = True,
+) -> Attribution:
+    """IG attribution of every MLP neuron at the answer position (see the module docstring).
+
+    mode: ``"layer"`` scales all of a layer's neurons together (Dai et al.; completeness holds per layer);
+    ``"neuron"`` follows a separate path for each neuron, the others kept at their value (width × steps
+    rows per layer; completeness holds per neuron). batch_size: rows per forward pass (default: one
+    layer's steps in one batch for "layer", 256 rows for "neuron"). tolerance: relative completeness
+    error above which a `CompletenessWarning` is raised (when `warn`).
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
+    width = site_width(model, "mlp")
+    layers = check_layers(model, layers)
+    table = _baseline_table(model, baseline).to(model.cfg.device)
+    query = encode(model, prompt, answer, scoring)
+    alphas, weights, neurons = _rows(mode, width, steps, alpha_power)
+    alphas, weights, neurons = (t.to(model.cfg.device) for t in (alphas, weights, neurons))
+    if batch_size is None:
+        batch_size = steps + 1 if mode == "layer" else 256
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+
+    resid, acts, prob = _clean_pass(model, query, sorted(set(layers) | {0}))
+    cache = _prefix_cache(model, resid[0], query.position)
+    scores = torch.zeros(model.cfg.n_layers, width)
+    base_prob = torch.full((model.cfg.n_layers,), float("nan"))
+    error = torch.full((model.cfg.n_layers,), float("nan"))
+    with _frozen(model), torch.enable_grad():
+        for layer in layers:
+            a, b = acts[layer].float(), table[layer]
+            grad_sum = torch.zeros(width, device=a.device)
+            probs = torch.empty(len(alphas), device=a.device)
+            for start in range(0, len(alphas), batch_size):
+                sl = slice(start, start + batch_size)
+                x = _scaled_inputs(a, b, alphas[sl], neurons[sl]).requires_grad_(True)
+                p = _layer_forward(model, resid[layer], layer, query, x, cache)
+                (g,) = torch.autograd.grad(p.sum(), x)
+                w = weights[sl, None] * g
+                if mode == "neuron":  # only the scaled neuron's derivative belongs to its path
+                    w = torch.zeros_like(w).scatter_(1, neurons[sl, None], w.gather(1, neurons[sl, None]))
+                grad_sum += w.sum(0)
+                probs[sl] = p.detach()
+            scores[layer] = ((a - b) * grad_sum).cpu()
+            at_baseline = probs[weights == 0]  # one per path
+            expected = prob - at_baseline
+            if mode == "layer":
+                base_prob[layer] = float(at_baseline[0])
+                err = (scores[layer].sum() - expected[0].cpu()).abs()
+                error[layer] = float(err / max(abs(float(expected[0])), 1e-3 * prob))
+            else:
+                err = (scores[layer] - expected.cpu()).abs().sum()
+                error[layer] = float(err / max(float(expected.abs().sum()), 1e-3 * prob))
+    result = Attribution(scores, layers, prob, base_prob, error, steps, mode)
+    bad = [layer for layer in layers if error[layer] > tolerance]
+    if warn and bad:
+        worst = max(bad, key=lambda layer: float(error[layer]))
+        detail = (
+            f"attributions sum to {float(scores[worst].sum()):.4g}, P(x) - P(baseline) = "
+            f"{prob - float(base_prob[worst]):.4g}" if mode == "layer" else "per-neuron paths"
+        )
+        warnings.warn(
+            f"integrated gradients for {prompt!r} → {answer!r}: completeness error above {tolerance:.0%} at "
+            f"layers {bad} (worst: layer {worst}, {float(error[worst]):.1%}; {detail}). "
+            "More steps help if the error shrinks with steps; if not, the model may normalise after its MLP "
+            "(post-MLP norm, Gemma-2/3) and a mean baseline, alpha_power > 1 or mode='neuron' is needed.",
+            CompletenessWarning,
+            stacklevel=2,
+        )
+    return result
+
+
+def integrated_gradients_naive(
+    model: HookedTransformer,
+    prompt: str,
+    answer: str | int,
+    layers: int | Sequence[int] | None = None,
+    steps: int = 20,
+    baseline: str | Float[Tensor, "layer neuron"] = "zero",
+    scoring: str = "joint",
+    alpha_power: float | int = 1.0,
+    batch_size: int | None = None,
+) -> Float[Tensor, "layer neuron"]:
+    """The straightforward computation (as in Dai et al.'s code), for benchmarks and checks: one layer at a
+    time, a full forward pass from the tokens with logits at every position, and a full backward, for every
+    batch of steps. Same scores as `integrated_gradients(mode="layer")`, slower."""
+    width = site_width(model, "mlp")
+    layers = check_layers(model, layers)
+    table = _baseline_table(model, baseline).to(model.cfg.device)
+    query = encode(model, prompt, answer, scoring)
+    alphas, weights = (t.to(model.cfg.device) for t in quadrature(steps, alpha_power))
+    batch_size = steps if batch_size is None else batch_size
+    k = len(query.targets)
+    _, acts, _ = _clean_pass(model, query, layers)
+    scores = torch.zeros(model.cfg.n_layers, width)
+    for layer in layers:
+        a, b = acts[layer].float(), table[layer]
+        grad_sum = torch.zeros(width, device=a.device)
+        for start in range(0, steps, batch_size):
+            al = alphas[start : start + batch_size]
+            x = (b + al[:, None] * (a - b)).requires_grad_(True)
+
+            def replace(act, hook, x=x):
+                act = act.clone()
+                act[:, query.position] = x
+                return act
+
+            logits = model.run_with_hooks(
+                query.tokens.expand(len(al), -1), fwd_hooks=[(hook_name("mlp", layer), replace)]
+            )
+            logp = logits.log_softmax(-1)[:, query.position : query.position + k]
+            p = logp[:, torch.arange(k), query.targets].sum(-1).exp()
+            p.sum().backward()
+            grad_sum += (weights[start : start + batch_size, None] * x.grad).sum(0)
+        model.zero_grad(set_to_none=True)
+        scores[layer] = ((a - b) * grad_sum).cpu()
+    return scores
