@@ -1,0 +1,182 @@
+"""What single neurons respond to (paper O), from a sentence corpus into one results folder.
+
+Stages: load the corpus (NLTK corpora with metadata, or a CSV/JSONL file) → one streaming pass for
+the top-K sentences of every neuron → per-neuron descriptions (patterns, words, POS, metadata) for the
+classifier-like neurons and the strongest others → layer × neuron map of top-sentence length →
+k-means / t-SNE of neurons by activation pattern. Writes JSON, CSV, PNG and one HTML page per
+described neuron (plus index.html).
+
+    lensneurons corpus-neurons --model gemma-3-270m --corpora sentence_polarity subjectivity --out runs/o
+"""
+from __future__ import annotations
+
+import argparse
+import html
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from transformer_lens import HookedTransformer
+
+from lensneurons.analyses.corpus_neurons import CorpusNeurons, plot_neuron_clusters, plot_summary_map
+from lensneurons.data.corpora import NLTK_CORPORA, Corpus, from_file, nltk_corpora
+from lensneurons.report import neuron_report_html
+from lensneurons.results import ResultsFolder
+
+
+@dataclass
+class RunConfig:
+    model: str = "gemma-3-270m"
+    corpora: list[str] = field(default_factory=lambda: list(NLTK_CORPORA))  # NLTK corpora to read
+    data_file: Optional[str] = None  # a CSV/JSONL corpus instead of the NLTK corpora
+    text_column: str = "text"
+    n_sentences: Optional[int] = None  # random subsample of the corpus (None: all)
+    k: int = 100  # top sentences per neuron (paper: 10,000)
+    site: str = "resid"
+    layers: Optional[list[int]] = None
+    n_sample: int = 1000  # sentences whose activations cluster the neurons
+    n_clusters: int = 10
+    label_field: str = "label"  # metadata field for classifier-like neurons
+    classifier_threshold: float = 0.8
+    n_describe: int = 10  # neurons described in detail (HTML page each)
+    patterns: bool = True  # PrefixSpan patterns, words and POS (needs the NLTK tagger data)
+    min_support: float = 0.1
+    batch_size: int = 16
+    max_length: int = 128
+    random_state: int = 0
+
+
+def load_corpus(cfg: RunConfig) -> Corpus:
+    corpus = from_file(cfg.data_file, cfg.text_column) if cfg.data_file else nltk_corpora(cfg.corpora)
+    if cfg.n_sentences is not None and cfg.n_sentences < len(corpus):
+        if cfg.n_sentences < 1:
+            raise ValueError(f"n_sentences must be >= 1, got {cfg.n_sentences}")
+        rng = np.random.default_rng(cfg.random_state)
+        corpus = corpus.subset(np.sort(rng.choice(len(corpus), cfg.n_sentences, replace=False)).tolist())
+    return corpus
+
+
+def _chosen_neurons(cn: CorpusNeurons, cfg: RunConfig) -> list[tuple[int, int]]:
+    """Classifier-like neurons first (strongest first), then the neurons with the highest mean top activation."""
+    chosen = []
+    if cfg.label_field in cn.corpus_.metadata:
+        chosen = [(layer, j) for layer, j, _, _ in cn.classifier_neurons(cfg.label_field)]
+    strength = cn.summary_map("mean_activation").flatten()
+    for flat in strength.argsort(descending=True).tolist():
+        pair = (cn.layers_[flat // cn.width_], flat % cn.width_)
+        if pair not in chosen:
+            chosen.append(pair)
+        if len(chosen) >= cfg.n_describe:
+            break
+    return chosen[: cfg.n_describe]
+
+
+def run(
+    model: HookedTransformer, cfg: RunConfig, out: str | Path, corpus: Optional[Corpus] = None, progress: bool = True
+) -> dict:
+    """Run the study into folder `out`; `corpus` defaults to the one `cfg` names."""
+    folder = ResultsFolder(out)
+    folder.json("config.json", asdict(cfg))
+    corpus = load_corpus(cfg) if corpus is None else corpus
+    timings = {}
+
+    started = time.time()
+    cn = CorpusNeurons(
+        k=cfg.k, site=cfg.site, layers=cfg.layers, n_sample=cfg.n_sample, batch_size=cfg.batch_size,
+        max_length=cfg.max_length, classifier_threshold=cfg.classifier_threshold, random_state=cfg.random_state,
+    ).fit(model, corpus, progress=progress)
+    timings["top_k_pass_s"] = round(time.time() - started, 2)
+    folder.tensor("top_sentences.pt", {"layers": cn.layers_, "values": cn.top_values_, "ids": cn.top_ids_})
+    folder.csv("top_sentences.csv", [
+        {"layer": layer, "neuron": j, "rank": r, "sentence": int(cn.top_ids_[r, s, j]),
+         "activation": round(float(cn.top_values_[r, s, j]), 6)}
+        for s, layer in enumerate(cn.layers_) for j in range(cn.width_) for r in range(min(10, cn.top_ids_.shape[0]))
+    ])
+
+    lengths = cn.summary_map("mean_length")
+    folder.csv("mean_length.csv", [{"layer": layer, **{str(j): round(float(v), 3) for j, v in enumerate(row)}}
+                                   for layer, row in zip(cn.layers_, lengths)])
+    folder.figure("mean_length.png", plot_summary_map(lengths, layers=cn.layers_))
+
+    classifier = []
+    if cfg.label_field in corpus.metadata:
+        classifier = [{"layer": l, "neuron": j, "label": str(lab), "share": round(s, 4)}
+                      for l, j, lab, s in cn.classifier_neurons(cfg.label_field)]
+        folder.csv("classifier_neurons.csv", classifier)
+
+    n_neurons = cn.n_layers_ * cn.width_
+    if cn.sample_activations_.shape[0] >= 2 and n_neurons >= 2:
+        started = time.time()
+        labels, emb = cn.cluster(min(cfg.n_clusters, n_neurons))
+        timings["clustering_s"] = round(time.time() - started, 2)
+        folder.csv("clusters.csv", [
+            {"layer": layer, "neuron": j, "cluster": int(labels[s, j]),
+             "x": round(float(emb[s, j, 0]), 4), "y": round(float(emb[s, j, 1]), 4)}
+            for s, layer in enumerate(cn.layers_) for j in range(cn.width_)
+        ])
+        folder.figure("clusters.png", plot_neuron_clusters(emb, labels))
+
+    started = time.time()
+    descriptions = []
+    index = ["<!doctype html><html><head><meta charset='utf-8'><title>neurons</title></head><body>",
+             f"<h1>Described neurons ({html.escape(cfg.site)})</h1><ul>"]
+    for layer, j in _chosen_neurons(cn, cfg):
+        d = cn.describe(layer, j, min_support=cfg.min_support, patterns=cfg.patterns)
+        descriptions.append(d.to_dict())
+        page = f"neuron_L{layer}_{j}.html"
+        folder.text(page, neuron_report_html(d, cn.corpus_.texts, model=model, site=cfg.site))
+        tag = f" — classifier-like: {html.escape(str(d.classifier_like))}" if d.classifier_like else ""
+        index.append(f"<li><a href='{page}'>layer {layer}, neuron {j}</a>{tag}</li>")
+    timings["describe_s"] = round(time.time() - started, 2)
+    folder.json("descriptions.json", descriptions)
+    folder.text("index.html", "\n".join(index + ["</ul></body></html>"]))
+    folder.json("timings.json", timings)
+    return {"out": str(folder.path), "n_sentences": len(corpus), "classifier_neurons": classifier,
+            "described": [(d["layer"], d["neuron"]) for d in descriptions]}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of the `corpus-neurons` subcommand (defaults: `RunConfig`)."""
+    d = RunConfig()
+    parser.add_argument("--model", default=d.model, help="embedded model or any TransformerLens name")
+    parser.add_argument("--corpora", nargs="+", default=None, help=f"NLTK corpora (default: all of {', '.join(NLTK_CORPORA)})")
+    parser.add_argument("--data-file", default=None, help="a CSV/JSONL corpus instead (text column + metadata columns)")
+    parser.add_argument("--text-column", default=d.text_column)
+    parser.add_argument("--n-sentences", type=int, default=None, help="random subsample of the corpus")
+    parser.add_argument("--k", type=int, default=d.k, help="top sentences kept per neuron")
+    parser.add_argument("--site", default=d.site, help="resid (the paper's) | mlp | mlp_pre")
+    parser.add_argument("--layers", type=int, nargs="+", default=None)
+    parser.add_argument("--n-sample", type=int, default=d.n_sample, help="sentences for clustering neurons")
+    parser.add_argument("--n-clusters", type=int, default=d.n_clusters)
+    parser.add_argument("--label-field", default=d.label_field, help="metadata field for classifier-like neurons")
+    parser.add_argument("--n-describe", type=int, default=d.n_describe, help="neurons described in HTML pages")
+    parser.add_argument("--no-patterns", action="store_true", help="skip PrefixSpan/POS (no tagger needed)")
+    parser.add_argument("--batch-size", type=int, default=d.batch_size)
+    parser.add_argument("--max-length", type=int, default=d.max_length)
+    parser.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
+    parser.add_argument("--out", required=True, help="results folder")
+    parser.add_argument("--quiet", action="store_true")
+
+
+def main(args: argparse.Namespace) -> dict:
+    """Run the `corpus-neurons` subcommand from parsed `args`."""
+    from lensneurons.models import load_model
+
+    cfg = RunConfig(
+        model=args.model, corpora=list(args.corpora or NLTK_CORPORA), data_file=args.data_file,
+        text_column=args.text_column, n_sentences=args.n_sentences, k=args.k, site=args.site, layers=args.layers,
+        n_sample=args.n_sample, n_clusters=args.n_clusters, label_field=args.label_field,
+        n_describe=args.n_describe, patterns=not args.no_patterns, batch_size=args.batch_size,
+        max_length=args.max_length,
+    )
+    started = time.time()
+    model = load_model(cfg.model, device=args.device)
+    result = run(model, cfg, args.out, progress=not args.quiet)
+    print(f"{result['n_sentences']} sentences; {len(result['classifier_neurons'])} classifier-like neurons "
+          f"on {cfg.label_field!r}; described {len(result['described'])} neurons.")
+    print(f"Results are in {result['out']}/ ({time.time() - started:.0f} s): config.json, top_sentences.{{pt,csv}},")
+    print("  mean_length.{csv,png}, classifier_neurons.csv, clusters.{csv,png}, descriptions.json,")
+    print("  index.html and neuron_L<layer>_<neuron>.html")
+    return result

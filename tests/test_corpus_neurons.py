@@ -1,0 +1,373 @@
+"""CorpusNeurons (paper O): streaming top-K against brute force, pattern mining, metadata summaries."""
+import itertools
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from lensneurons.activations import tokenize
+from lensneurons.analyses.corpus_neurons import (
+    CorpusNeurons,
+    PatternIndex,
+    frequent_patterns,
+    metadata_distribution,
+    plot_neuron_clusters,
+    plot_summary_map,
+)
+from lensneurons.data.corpora import Corpus
+from lensneurons.models import toy_model
+from lensneurons.sites import hook_name
+from lensneurons.stats import TopK
+
+WORDS = "the cat dog sat ran on a mat big small red happy sad film was good bad very".split()
+
+
+def _sentences(n, seed=0):
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 12))) for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return toy_model(attn_only=True, n_layers=2, d_model=16, n_ctx=64)
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    texts = _sentences(60)
+    return Corpus(texts, {"label": ["pos" if i % 3 else "neg" for i in range(60)]})
+
+
+def _unpadded_means(model, texts, site="resid"):
+    """Mean over each text's own tokens (BOS left out), one text at a time through the full cache (no padding)."""
+    rows = []
+    for ids in tokenize(model, texts):
+        _, cache = model.run_with_cache(torch.tensor([ids]))
+        rows.append(torch.stack([cache[hook_name(site, l)][0, 1:].mean(0) for l in range(model.cfg.n_layers)]))
+    return torch.stack(rows)  # text layer neuron
+
+
+def _brute_topk_with_ties(acts, k):
+    """Per column: sort by value descending, then by lower id (numpy lexsort, independent of TopK)."""
+    n = acts.shape[0]
+    flat = acts.reshape(n, -1).numpy()
+    ids = np.arange(n)
+    values = np.empty((min(k, n), flat.shape[1]), dtype=flat.dtype)
+    out_ids = np.empty((min(k, n), flat.shape[1]), dtype=np.int64)
+    for j in range(flat.shape[1]):
+        order = np.lexsort((ids, -flat[:, j]))[:k]  # last key is primary
+        values[:, j], out_ids[:, j] = flat[order, j], order
+    shape = (min(k, n), *acts.shape[1:])
+    return torch.from_numpy(values).reshape(shape), torch.from_numpy(out_ids).reshape(shape)
+
+
+# --------------------------------------------------------------------------- top-K
+
+
+def test_topk_on_model_equals_brute_force(model, corpus):
+    k = 7
+    cn = CorpusNeurons(k=k, n_sample=0, batch_size=8).fit(model, corpus, progress=False)
+    acts = _unpadded_means(model, corpus.texts)
+    want = torch.topk(acts, k, dim=0)
+    assert cn.top_values_.shape == (k, 2, 16)
+    torch.testing.assert_close(cn.top_values_, want.values, atol=1e-5, rtol=1e-5)
+    assert torch.equal(cn.top_ids_, want.indices)
+    # top_sentences reads the same table
+    best = cn.top_sentences(1, 3, n=2)
+    assert [i for i, _, _ in best] == want.indices[:2, 1, 3].tolist()
+    assert best[0][2] == corpus.texts[best[0][0]]
+
+
+def test_topk_merged_shards_equal_single_pass(model, corpus):
+    single = CorpusNeurons(k=5, n_sample=20, batch_size=8).fit(model, corpus, progress=False)
+    parts = [CorpusNeurons(k=5, n_sample=20, batch_size=8).fit(model, corpus, shard=(i, 3), progress=False) for i in range(3)]
+    merged = parts[2].merge(parts[0]).merge(parts[1])
+    assert torch.equal(merged.top_ids_, single.top_ids_)
+    torch.testing.assert_close(merged.top_values_, single.top_values_, atol=1e-6, rtol=0)
+    assert torch.equal(merged.sample_ids_, single.sample_ids_)
+    torch.testing.assert_close(merged.sample_activations_, single.sample_activations_, atol=1e-6, rtol=0)
+
+
+def test_topk_ties_lower_id_wins_in_batches_and_shards():
+    n, k = 90, 10
+    acts = torch.randint(0, 4, (n, 2, 5)).float()  # four distinct values: ties everywhere
+    corpus = Corpus([f"s {i} x" for i in range(n)])
+    want_values, want_ids = _brute_topk_with_ties(acts, k)
+    cn = CorpusNeurons(k=k, n_sample=0).fit_activations(acts, corpus, batch_size=7)
+    assert torch.equal(cn.top_ids_, want_ids)
+    assert torch.equal(cn.top_values_, want_values)
+    # shards fed in shuffled order and merged: same sets, same tie-breaking
+    perm = torch.randperm(n)
+    shards = [TopK(k) for _ in range(3)]
+    for s, chunk in enumerate(perm.chunk(3)):
+        for part in chunk.chunk(4):
+            shards[s].update(acts[part], part)
+    merged = shards[1].merge(shards[2]).merge(shards[0])
+    assert torch.equal(merged.ids, want_ids)
+    assert torch.equal(merged.values, want_values)
+
+
+def test_k_larger_than_corpus_keeps_every_sentence():
+    acts = torch.randn(4, 1, 3)
+    cn = CorpusNeurons(k=10, n_sample=0).fit_activations(acts, Corpus(["a b c"] * 4))
+    assert cn.top_ids_.shape == (4, 1, 3)
+    assert torch.equal(cn.top_ids_.sort(0).values, torch.arange(4)[:, None, None].expand(4, 1, 3))
+
+
+# --------------------------------------------------------------------------- pattern mining
+
+
+def _brute_patterns(top, corpus, min_count, min_len, max_len, contiguous):
+    def contained(seq, items):
+        if contiguous:
+            return any(tuple(seq[i : i + len(items)]) == items for i in range(len(seq) - len(items) + 1))
+        return any(tuple(seq[i] for i in idx) == items for idx in itertools.combinations(range(len(seq)), len(items)))
+
+    candidates = set()
+    for seq in top:
+        for n in range(min_len, max_len + 1):
+            if contiguous:
+                candidates |= {tuple(seq[i : i + n]) for i in range(len(seq) - n + 1)}
+            else:
+                candidates |= {tuple(seq[i] for i in idx) for idx in itertools.combinations(range(len(seq)), n)}
+    rows = []
+    for items in candidates:
+        st = sum(contained(s, items) for s in top)
+        if st >= min_count:
+            sc = sum(contained(s, items) for s in corpus)
+            rows.append((items, st, sc, (st / len(top)) / (max(sc, 1) / len(corpus))))
+    rows.sort(key=lambda r: (-r[3], -r[1], r[0]))
+    return rows
+
+
+HAND_TOP = [
+    "a x b c".split(),
+    "a b y".split(),
+    "z a q b c".split(),
+    "c d".split(),
+]
+HAND_REST = [["c", "d", "e"]] * 8 + [["a", "e"], ["b", "e"], ["e", "c"], ["b", "a"]]
+
+
+@pytest.mark.parametrize("contiguous", [False, True])
+def test_relative_frequency_ranking_matches_brute_force(contiguous):
+    corpus = HAND_TOP + HAND_REST
+    got = frequent_patterns(HAND_TOP, corpus, min_support=2, min_len=1, max_len=3, contiguous=contiguous, top_n=None)
+    want = _brute_patterns(HAND_TOP, corpus, 2, 1, 3, contiguous)
+    assert [(p.items, p.support_top, p.support_corpus) for p in got] == [r[:3] for r in want]
+    np.testing.assert_allclose([p.relative for p in got], [r[3] for r in want])
+
+
+def test_relative_frequency_prefers_specific_over_common_patterns():
+    corpus = HAND_TOP + HAND_REST
+    got = frequent_patterns(HAND_TOP, corpus, min_support=1, min_len=2, max_len=2, top_n=None)
+    # skip-gram (a, b): 3 of 4 top sentences, 3 of 16 corpus sentences -> (3/4) / (3/16) = 4;
+    # (a, c) has the same relative frequency but less support, so it comes after (a, b);
+    # (c, d) is in the top set too but common in the corpus (9 of 16), so it ranks last
+    assert got[0].items == ("a", "b") and got[0].relative == pytest.approx(4.0)
+    assert [p.items for p in got].index(("a", "c")) > 0 and got[1].relative == pytest.approx(4.0)
+    assert got[-1].items == ("c", "d") and got[-1].relative == pytest.approx((1 / 4) / (9 / 16))
+    # min_support 0.5 of 4 top sentences = 2: (c, d) drops out
+    assert ("c", "d") not in [p.items for p in frequent_patterns(HAND_TOP, corpus, min_support=0.5, max_len=2)]
+    # as contiguous n-grams (a, b) occurs in one top sentence only
+    assert ("a", "b") not in [p.items for p in frequent_patterns(HAND_TOP, corpus, contiguous=True, min_support=2)]
+
+
+def test_pattern_index_counts_sentences_not_occurrences():
+    index = PatternIndex([["a", "a", "b"], ["b", "a"], ["a", "b", "a", "b"]])
+    assert index.support(("a", "b"), contiguous=False) == 2
+    assert index.support(("a",), contiguous=True) == 3
+    assert index.support(("b", "a"), contiguous=True) == 2
+    assert index.support(("q",), contiguous=False) == 0
+
+
+# --------------------------------------------------------------------------- metadata and summaries
+
+
+def _hand_corpus():
+    texts = ["good film here", "great good film", "bad bad film", "a fine day out", "so very sad", "nice and good", "meh okay fine x"]
+    meta = {
+        "sentiment": ["pos", "pos", "neg", "pos", "neg", "pos", None],
+        "source": ["a", "b", "a", "a", "b", "b", "a"],
+    }
+    return Corpus(texts, meta)
+
+
+def _hand_acts():
+    # neuron (0, 0) prefers texts 1, 0, 5, 3 (all pos); neuron (0, 1) prefers 2, 4, 6, 0
+    acts = torch.zeros(7, 1, 2)
+    acts[:, 0, 0] = torch.tensor([5.0, 6, 0, 3, 1, 4, 2])
+    acts[:, 0, 1] = torch.tensor([3.0, 0, 6, 1, 5, 2, 4])
+    return acts
+
+
+def test_metadata_distributions_on_hand_made_corpus():
+    cn = CorpusNeurons(k=4, n_sample=0, classifier_threshold=0.9).fit_activations(_hand_acts(), _hand_corpus())
+    assert cn.top_ids_[:, 0, 0].tolist() == [1, 0, 5, 3]
+    d0 = cn.metadata_distributions(0, 0)
+    assert d0["sentiment"] == {"pos": 1.0}
+    assert d0["source"] == pytest.approx({"a": 0.5, "b": 0.5})
+    d1 = cn.metadata_distributions(0, 1)  # texts 2, 4, 6, 0: neg, neg, None, pos -> None skipped
+    assert d1["sentiment"] == pytest.approx({"neg": 2 / 3, "pos": 1 / 3})
+    assert list(d1["sentiment"]) == ["neg", "pos"]
+    share, labels = cn.label_dominance("sentiment")
+    torch.testing.assert_close(share, torch.tensor([[1.0, 2 / 3]], dtype=torch.float64))
+    assert labels == [["pos", "neg"]]
+    assert cn.classifier_neurons("sentiment") == [(0, 0, "pos", 1.0)]
+    assert cn.describe(0, 0, patterns=False).classifier_like == {"sentiment": "pos"}
+    assert cn.describe(0, 1, patterns=False).classifier_like == {}
+    assert metadata_distribution([None, None]) == {}
+
+
+def test_label_dominance_matches_per_neuron_distributions():
+    n = 50
+    corpus = Corpus(_sentences(n, seed=3), {"topic": [random.Random(i).choice("xyz") if i % 7 else None for i in range(n)]})
+    cn = CorpusNeurons(k=9, n_sample=0).fit_activations(torch.randn(n, 2, 6), corpus)
+    share, labels = cn.label_dominance("topic")
+    for layer in range(2):
+        for j in range(6):
+            dist = cn.metadata_distributions(layer, j, ["topic"])["topic"]
+            best = max(dist.values())
+            assert share[layer, j].item() == pytest.approx(best)
+            assert dist[labels[layer][j]] == pytest.approx(best)
+
+
+def test_summary_map_mean_length():
+    n = 40
+    corpus = Corpus(_sentences(n, seed=5))
+    acts = torch.randn(n, 3, 4)
+    cn = CorpusNeurons(k=6, n_sample=0).fit_activations(acts, corpus)
+    got = cn.summary_map("mean_length")
+    lengths = [len(t.split()) for t in corpus.texts]
+    for layer in range(3):
+        for j in range(4):
+            top = torch.topk(acts[:, layer, j], 6).indices.tolist()
+            assert got[layer, j].item() == pytest.approx(np.mean([lengths[i] for i in top]))
+    torch.testing.assert_close(cn.summary_map("min_activation").float(), torch.topk(acts, 6, dim=0).values[-1])
+    fig = plot_summary_map(got)
+    assert fig.axes
+
+
+def test_describe_patterns_with_given_tags():
+    words = [s.split() for s in ["the good film", "a good film indeed", "the bad plot", "good film again", "the end"]]
+    tags = [["DET", "ADJ", "NOUN"], ["DET", "ADJ", "NOUN", "ADV"], ["DET", "ADJ", "NOUN"], ["ADJ", "NOUN", "ADV"], ["DET", "NOUN"]]
+    corpus = Corpus([" ".join(w) for w in words], {}, words, tags)
+    acts = torch.tensor([3.0, 4, 0, 5, 1]).reshape(5, 1, 1)
+    cn = CorpusNeurons(k=3, n_sample=0).fit_activations(acts, corpus)
+    d = cn.describe(0, 0, min_support=3, max_len=2)
+    assert d.sentence_ids == [3, 1, 0]
+    assert d.ngrams[0].items == ("good", "film") and d.ngrams[0].support_top == 3
+    assert d.ngrams[0].relative == pytest.approx((3 / 3) / (3 / 5))
+    assert ("ADJ", "NOUN") in [p.items for p in d.pos_patterns]
+    assert d.top_words["NOUN"][0] == ("film", 3)
+    assert d.top_words["ADJ"][0] == ("good", 3)
+    assert sum(d.pos_distribution.values()) == pytest.approx(1.0)
+    assert d.pos_distribution["NOUN"] == pytest.approx(3 / 10)
+    assert d.mean_length == pytest.approx(10 / 3)
+    assert d.to_dict()["ngrams"][0]["items"] == ["good", "film"]
+
+
+def test_cluster_shapes_and_determinism(model, corpus):
+    cn = CorpusNeurons(k=3, n_sample=30).fit(model, corpus, progress=False)
+    assert cn.sample_activations_.shape == (30, 2, 16)
+    labels, emb = cn.cluster(n_clusters=4)
+    assert labels.shape == (2, 16) and emb.shape == (2, 16, 2)
+    assert set(labels.unique().tolist()) <= set(range(4))
+    again, _ = cn.cluster(n_clusters=4, tsne=False)
+    assert torch.equal(labels, again)
+    assert plot_neuron_clusters(emb, labels).axes
+    with pytest.raises(ValueError, match="n_clusters"):
+        cn.cluster(n_clusters=33)
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("k", [0, -3])
+def test_bad_k(k, corpus):
+    with pytest.raises(ValueError, match="k must be"):
+        CorpusNeurons(k=k).fit_activations(torch.randn(len(corpus), 1, 2), corpus)
+
+
+def test_bad_input_messages(model, corpus):
+    with pytest.raises(ValueError, match="empty"):
+        Corpus([])
+    with pytest.raises(ValueError, match="out of range"):
+        CorpusNeurons(k=2, layers=[5]).fit(model, corpus, progress=False)
+    with pytest.raises(ValueError, match="site"):
+        CorpusNeurons(k=2, site="attn").fit(model, corpus, progress=False)
+    with pytest.raises(ValueError, match="rows"):
+        CorpusNeurons(k=2).fit_activations(torch.randn(3, 1, 2), corpus)
+    cn = CorpusNeurons(k=2, n_sample=0).fit_activations(torch.randn(len(corpus), 1, 2), corpus)
+    with pytest.raises(ValueError, match="unknown metadata field 'genre'"):
+        cn.metadata_distributions(0, 0, ["genre"])
+    with pytest.raises(ValueError, match="unknown metadata field"):
+        cn.label_dominance("genre")
+    with pytest.raises(ValueError, match="not analysed"):
+        cn.top_sentences(3, 0)
+    with pytest.raises(ValueError, match="out of range"):
+        cn.top_sentences(0, 2)
+    with pytest.raises(ValueError, match="summary statistic"):
+        cn.summary_map("median")
+    with pytest.raises(RuntimeError, match="not fitted"):
+        CorpusNeurons().top_sentences(0, 0)
+    with pytest.raises(ValueError, match="min_support"):
+        frequent_patterns([["a"]], [["a"]], min_support=0)
+
+
+# --------------------------------------------------------------------------- views and the pipeline
+
+
+def test_token_activations_and_views(model, corpus):
+    from lensneurons.report import colored_tokens_view, token_activations
+
+    text = corpus.texts[0]
+    tokens, values = token_activations(model, text, layer=1, neuron=5)
+    (ids,) = tokenize(model, [text])
+    _, cache = model.run_with_cache(torch.tensor([ids]))
+    torch.testing.assert_close(values, cache[hook_name("resid", 1)][0, 1:, 5])  # BOS left out
+    assert len(tokens) == len(ids) - 1 and "".join(tokens) == text  # byte tokens
+    # the mean over the tokens is the sentence's activation in the top-K table
+    cn = CorpusNeurons(k=len(corpus), n_sample=0).fit(model, corpus, progress=False)
+    row = (cn.top_ids_[:, 1, 5] == 0).nonzero().item()
+    assert cn.top_values_[row, 1, 5].item() == pytest.approx(values.mean().item(), abs=1e-5)
+    view = colored_tokens_view(model, corpus.texts[:2], 1, 5)
+    assert "ColoredTokens" in str(view)
+    with pytest.raises(ValueError, match="out of range"):
+        token_activations(model, text, layer=0, neuron=16)
+
+
+def test_pipeline_writes_results(model, tmp_path):
+    import argparse
+    import json
+
+    from lensneurons.pipelines.corpus_neurons import RunConfig, add_arguments, run
+
+    words = [s.split() for s in _sentences(30, seed=9)]
+    tags = [["NOUN" if w in ("cat", "dog", "mat", "film") else "ADJ" if w in ("big", "red", "good") else "X" for w in s]
+            for s in words]
+    corpus = Corpus([" ".join(w) for w in words], {"label": ["a" if i % 2 else "b" for i in range(30)]}, words, tags)
+    cfg = RunConfig(k=5, n_sample=12, n_clusters=3, n_describe=3, layers=[1], classifier_threshold=0.8)
+    result = run(model, cfg, tmp_path / "out", corpus=corpus, progress=False)
+    names = {p.name for p in (tmp_path / "out").iterdir()}
+    assert {"config.json", "top_sentences.csv", "top_sentences.pt", "mean_length.csv", "mean_length.png",
+            "clusters.csv", "clusters.png", "descriptions.json", "index.html", "timings.json"} <= names
+    described = json.loads((tmp_path / "out" / "descriptions.json").read_text())
+    assert len(described) == 3 and len(result["described"]) == 3
+    page = (tmp_path / "out" / f"neuron_L{described[0]['layer']}_{described[0]['neuron']}.html").read_text()
+    assert "Top sentences" in page and "<span" in page
+    # classifier-like: at least 4 of a neuron's 5 top sentences share a label (each label is half the corpus)
+    ids = torch.load(tmp_path / "out" / "top_sentences.pt")["ids"][:, 0]  # k neuron
+    want = []
+    for j in range(ids.shape[1]):
+        n_a = sum(corpus.metadata["label"][i] == "a" for i in ids[:, j].tolist())
+        if max(n_a, 5 - n_a) >= 4:
+            want.append((1, j, "a" if n_a >= 4 else "b"))
+    got = [(r["layer"], r["neuron"], r["label"]) for r in result["classifier_neurons"]]
+    assert want and sorted(got) == sorted(want)
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--out", "x", "--k", "7", "--corpora", "brown", "--no-patterns"])
+    assert (args.k, args.corpora, args.no_patterns, args.site) == (7, ["brown"], True, "resid")
