@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import time
 
@@ -34,6 +35,16 @@ def _language_neurons(args: argparse.Namespace) -> None:
     print("  activation_distributions.png, steering.{json,csv,png}, samples.md, ablation.{json,csv,png}")
 
 
+_PIPELINES = [
+    ("knowledge-neurons", "lensneurons.pipelines.knowledge_neurons",
+     "knowledge neurons: integrated gradients, refinement, suppress/amplify (Ariyama et al.; Dai et al. 2021)"),
+    ("sparse-probing", "lensneurons.pipelines.sparse_probing",
+     "sparse probing of grammaticality on BLiMP: L0 mask and Welch-t top-k probes (Sato et al.)"),
+    ("corpus-neurons", "lensneurons.pipelines.corpus_neurons",
+     "what single neurons respond to: top-K sentences, patterns, metadata, clusters (Oba et al.)"),
+]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="lensneurons", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -54,6 +65,12 @@ def main(argv: list[str] | None = None) -> None:
     ln.add_argument("--out", required=True, help="results folder (a rerun resumes it)")
     ln.add_argument("--quiet", action="store_true")
     ln.set_defaults(func=_language_neurons)
+
+    for name, module, help_text in _PIPELINES:
+        pipeline = importlib.import_module(module)
+        sp = sub.add_parser(name, help=help_text)
+        pipeline.add_arguments(sp)
+        sp.set_defaults(func=pipeline.main)
 
     args = parser.parse_args(argv)
     try:
