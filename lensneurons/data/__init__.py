@@ -2,6 +2,9 @@
 
 Local data live outside the repository; point ``$LENSNEURONS_DATA_DIR`` at them (or pass ``data_dir=``).
 """
+from lensneurons.data.blimp import MinimalPair, blimp_tasks, load_blimp
+from lensneurons.data.corpora import Corpus, from_dataset, from_file, load_nltk_corpus, nltk_corpora
+from lensneurons.data.lama import Concept, lama_conceptnet
 from lensneurons.data.manifests import (
     DATA_DIR_ENV,
     MANIFEST_DIR_ENV,
@@ -27,8 +30,21 @@ from lensneurons.data.multilingual import (
     parallel_sentences,
     pawsx_from_hub,
 )
+from lensneurons.data.pararel import Fact, pararel
 
 __all__ = [
+    "Concept",
+    "Corpus",
+    "Fact",
+    "MinimalPair",
+    "blimp_tasks",
+    "from_dataset",
+    "from_file",
+    "lama_conceptnet",
+    "load_blimp",
+    "load_nltk_corpus",
+    "nltk_corpora",
+    "pararel",
     "DATA_DIR_ENV",
     "FLORES_PLUS_CODES",
     "KOJIMA_LANGUAGES",
