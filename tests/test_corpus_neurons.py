@@ -12,8 +12,11 @@ from lensneurons.analyses.corpus_neurons import (
     PatternIndex,
     frequent_patterns,
     metadata_distribution,
+    neuron_vector_distances,
     plot_neuron_clusters,
+    plot_sse_curves,
     plot_summary_map,
+    vector_distances,
 )
 from lensneurons.data.corpora import Corpus
 from lensneurons.models import toy_model
@@ -352,7 +355,8 @@ def test_pipeline_writes_results(model, tmp_path):
     result = run(model, cfg, tmp_path / "out", corpus=corpus, progress=False)
     names = {p.name for p in (tmp_path / "out").iterdir()}
     assert {"config.json", "top_sentences.csv", "top_sentences.pt", "mean_length.csv", "mean_length.png",
-            "clusters.csv", "clusters.png", "descriptions.json", "index.html", "timings.json"} <= names
+            "clusters.csv", "clusters.png", "descriptions.json", "index.html", "timings.json",
+            "sse_curves.csv", "sse_curves.png"} <= names
     described = json.loads((tmp_path / "out" / "descriptions.json").read_text())
     assert len(described) == 3 and len(result["described"]) == 3
     page = (tmp_path / "out" / f"neuron_L{described[0]['layer']}_{described[0]['neuron']}.html").read_text()
@@ -369,5 +373,150 @@ def test_pipeline_writes_results(model, tmp_path):
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    args = parser.parse_args(["--out", "x", "--k", "7", "--corpora", "brown", "--no-patterns"])
+    args = parser.parse_args(["--out", "x", "--k", "7", "--corpora", "brown", "--no-patterns", "--per-corpus", "50",
+                              "--label-fields", "corpus", "genre"])
     assert (args.k, args.corpora, args.no_patterns, args.site) == (7, ["brown"], True, "resid")
+    assert (args.per_corpus, args.label_fields) == (50, ["corpus", "genre"])
+
+
+def test_per_corpus_sampling_is_stratified(monkeypatch):
+    from lensneurons.pipelines import corpus_neurons as pipeline
+
+    sources = ["a"] * 30 + ["b"] * 5 + ["c"] * 12
+    corpus = Corpus([f"text number {i}" for i in range(len(sources))], {"corpus": sources})
+    monkeypatch.setattr(pipeline, "nltk_corpora", lambda names: corpus)
+    got = pipeline.load_corpus(pipeline.RunConfig(per_corpus=8))
+    counts = {name: got.metadata["corpus"].count(name) for name in "abc"}
+    assert counts == {"a": 8, "b": 5, "c": 8}  # all of b: it has fewer than 8
+    assert len(set(got.texts)) == len(got) == 21
+    with pytest.raises(ValueError, match="per_corpus"):
+        pipeline.load_corpus(pipeline.RunConfig(per_corpus=0))
+
+
+# --------------------------------------------------------------------------- classifier coverage
+
+
+def test_classifier_needs_enough_sentences_with_the_field():
+    # field "sentiment" known for 2 of neuron 0's 4 top sentences, 4 of 4 for neuron 1
+    texts = [f"t {i} x" for i in range(8)]
+    meta = {"sentiment": ["pos", "pos", None, None, "neg", "neg", "neg", "neg"]}
+    acts = torch.zeros(8, 1, 2)
+    acts[:, 0, 0] = torch.tensor([8.0, 7, 6, 5, 0, 0, 0, 0])
+    acts[:, 0, 1] = torch.tensor([0.0, 0, 0, 0, 8, 7, 6, 5])
+    cn = CorpusNeurons(k=4, n_sample=0, classifier_threshold=0.9, min_known=0.75).fit_activations(acts, Corpus(texts, meta))
+    assert cn.classifier_neurons("sentiment") == [(0, 1, "neg", 1.0)]
+    assert cn.describe(0, 0, patterns=False).classifier_like == {}
+    loose = CorpusNeurons(k=4, n_sample=0, classifier_threshold=0.9, min_known=2).fit_activations(acts, Corpus(texts, meta))
+    assert [r[:3] for r in loose.classifier_neurons("sentiment")] == [(0, 0, "pos"), (0, 1, "neg")]
+    with pytest.raises(ValueError, match="min_known"):
+        CorpusNeurons(k=4, min_known=0).fit_activations(acts, Corpus(texts, meta))
+
+
+# --------------------------------------------------------------------------- SSE curves of top-set embeddings
+
+
+def _fitted_random(n=40, n_layers=2, width=6, k=5, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    corpus = Corpus(_sentences(n, seed=seed))
+    acts = torch.randn(n, n_layers, width, generator=g)
+    return CorpusNeurons(k=k, n_sample=0).fit_activations(acts, corpus), corpus
+
+
+def test_top_set_embeddings_are_means_of_top_sentence_vectors():
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    cn, corpus = _fitted_random()
+    vectors = torch.randn(len(corpus), 3)
+    emb = cn.top_set_embeddings(1, sentence_vectors=vectors)
+    for j in range(6):
+        ids = cn.top_ids_[:, 1, j]
+        torch.testing.assert_close(emb[j], vectors.double()[ids].mean(0))
+    # default: mean of the L2-normalised TF-IDF rows of the top sentences
+    tfidf = TfidfVectorizer(token_pattern=r"(?u)\b\w+\b").fit_transform(corpus.texts).toarray()
+    dense = cn.top_set_embeddings(0).toarray()
+    for j in range(6):
+        np.testing.assert_allclose(dense[j], tfidf[cn.top_ids_[:, 0, j].numpy()].mean(0), atol=1e-12)
+    with pytest.raises(ValueError, match="rows"):
+        cn.top_set_embeddings(0, sentence_vectors=torch.randn(3, 2))
+
+
+@pytest.mark.parametrize("given", [False, True])
+def test_sse_curves_against_brute_force(given):
+    cn, corpus = _fitted_random(width=6)
+    vectors = torch.randn(len(corpus), 4) if given else None
+    sse = cn.sse_curves(k_max=6, sentence_vectors=vectors, n_init=30)  # restarts: the optimum on 6 points
+    assert sse.shape == (2, 6)
+    for slot in range(2):
+        emb = cn.top_set_embeddings(slot, sentence_vectors=vectors)
+        x = emb.numpy() if given else emb.toarray()
+        assert sse[slot, 0].item() == pytest.approx(((x - x.mean(0)) ** 2).sum())
+        # k = number of neurons: every neuron its own centre (distinct top sets)
+        assert sse[slot, -1].item() == pytest.approx(0.0, abs=1e-9)
+        # k = 2 against the best of all 2-partitions; the curve never rises here
+        best2 = min(
+            sum(((x[m] - x[m].mean(0)) ** 2).sum() for m in (mask, ~mask))
+            for mask in (np.array([(c >> b) & 1 for b in range(6)], dtype=bool) for c in range(1, 2**5))
+        )
+        assert sse[slot, 1].item() == pytest.approx(best2, rel=1e-6)
+        assert (sse[slot, 1:] <= sse[slot, :-1] + 1e-9).all()
+    assert plot_sse_curves(sse, layers=[0, 1]).axes
+    with pytest.raises(ValueError, match="k_max"):
+        cn.sse_curves(k_max=7)
+
+
+# --------------------------------------------------------------------------- across models
+
+
+def test_vector_distances_brute_force():
+    a, b = torch.randn(5, 2, 3), torch.randn(5, 2, 3)
+    l1, l2 = vector_distances(a, b)
+    for i in range(5):
+        d = [float(x - y) for x, y in zip(a[i].flatten(), b[i].flatten())]
+        assert l1[i].item() == pytest.approx(sum(abs(v) for v in d))
+        assert l2[i].item() == pytest.approx(sum(v * v for v in d) ** 0.5)
+    with pytest.raises(ValueError, match="same shape"):
+        vector_distances(a, b[:4])
+
+
+def test_neuron_vector_distances_on_toy_models(model):
+    other = toy_model(attn_only=True, n_layers=2, d_model=16, n_ctx=64, seed=7)
+    groups = {"train": _sentences(6, seed=1), "held_out": _sentences(4, seed=2), "ood": ["x y z", "1 2 3 4 5"]}
+    same = neuron_vector_distances(model, model, groups, batch_size=3)
+    assert set(same) == set(groups)
+    for name, row in same.items():
+        assert row["manhattan"] == 0.0 and row["euclidean"] == 0.0 and row["n"] == len(groups[name])
+    got = neuron_vector_distances(model, other, groups, batch_size=3)
+    for name, texts in groups.items():
+        a, b = _unpadded_means(model, texts), _unpadded_means(other, texts)
+        diff = (a - b).reshape(len(texts), -1).double()
+        assert got[name]["manhattan"] == pytest.approx(diff.abs().sum(1).mean().item(), rel=1e-4)
+        assert got[name]["euclidean"] == pytest.approx(diff.norm(dim=1).mean().item(), rel=1e-4)
+    one_layer = neuron_vector_distances(model, other, {"g": groups["train"]}, layers=[1])
+    a, b = _unpadded_means(model, groups["train"])[:, 1], _unpadded_means(other, groups["train"])[:, 1]
+    assert one_layer["g"]["euclidean"] == pytest.approx((a - b).double().norm(dim=1).mean().item(), rel=1e-4)
+    with pytest.raises(ValueError, match="d_model"):
+        neuron_vector_distances(model, toy_model(attn_only=True, n_layers=2, d_model=8), groups)
+    with pytest.raises(ValueError, match="empty"):
+        neuron_vector_distances(model, other, {"g": []})
+
+
+def test_finetune_returns_a_trained_copy():
+    from lensneurons.finetune import finetune, lm_loss
+
+    base = toy_model(n_layers=1, d_model=16, n_ctx=64)
+    before = {n: p.detach().clone() for n, p in base.named_parameters()}
+    texts = ["the cat sat on the mat"] * 4 + ["the dog ran"] * 4
+    tuned = finetune(base, texts, steps=30, lr=1e-2, batch_size=4)
+    for n, p in base.named_parameters():  # the input model is untouched
+        assert torch.equal(p, before[n])
+    assert lm_loss(tuned, texts) < lm_loss(base, texts) - 0.5
+    assert not tuned.training
+    frozen = finetune(base, texts, steps=3, lr=1e-2, params="blocks", optimizer="sgd")
+    assert torch.equal(frozen.embed.W_E, base.embed.W_E) and torch.equal(frozen.unembed.W_U, base.unembed.W_U)
+    assert not torch.equal(frozen.blocks[0].mlp.W_in, base.blocks[0].mlp.W_in)
+    # the tuned model's neurons moved most on its own training sentences
+    moved = neuron_vector_distances(base, tuned, {"train": texts, "other": ["zq xv", "1234 5678"]})
+    assert moved["train"]["euclidean"] > 0
+    for bad, match in ((dict(params="embed"), "params"), (dict(optimizer="lbfgs"), "optimizer"), (dict(steps=0), "steps")):
+        with pytest.raises(ValueError, match=match):
+            finetune(base, texts, **bad)

@@ -7,12 +7,15 @@ mergeable across shards). Each neuron's top set is then abstracted: frequent n-g
 (PrefixSpan) and POS sequences ranked by frequency relative to the whole corpus, top nouns, verbs and
 adjectives, the POS distribution, mean length and metadata distributions; a neuron whose top set is
 dominated by one label is "classifier-like". Across neurons: a layer × neuron map of a summary
-statistic, and k-means / t-SNE of the neurons' activation patterns over sampled sentences.
+statistic, per layer the k-means SSE curve of the neurons' top-set embeddings (TF-IDF by default),
+and k-means / t-SNE of the neurons' activation patterns over sampled sentences. Across models:
+`neuron_vector_distances` compares each sentence's full neuron vector in two models (e.g. before and
+after `lensneurons.finetune.finetune`), per sentence group.
 
     cn = CorpusNeurons(k=100).fit(model, nltk_corpora())
     cn.top_sentences(layer=3, neuron=17)
     cn.describe(3, 17).metadata["sentiment"]
-    cn.summary_map("mean_length"), cn.cluster()
+    cn.summary_map("mean_length"), cn.sse_curves(k_max=10), cn.cluster()
 """
 from __future__ import annotations
 
@@ -264,8 +267,12 @@ class CorpusNeurons:
         classifier_threshold: int | float = 0.8,
         random_state: int = 0,
         include_bos: bool = False,
+        min_known: int | float = 0.5,
     ):
         self.k = k
+        # a label can only dominate a top set that mostly carries the field: with 3 review
+        # sentences among 50 brown ones, "100% positive" would say nothing (count, or fraction of k)
+        self.min_known = min_known
         # BOS reads the same for every sentence and carries huge residual-stream values (an
         # attention sink), so averaging it in ranks sentences by length; the sentence's own tokens only
         self.include_bos = include_bos
@@ -285,6 +292,8 @@ class CorpusNeurons:
             raise ValueError(f"site must be one of {NEURON_SITES}, got {self.site!r}")
         if self.n_sample < 0:
             raise ValueError(f"n_sample must be >= 0, got {self.n_sample}")
+        if self.min_known <= 0:
+            raise ValueError(f"min_known must be > 0 (a count, or a fraction below 1), got {self.min_known}")
         if not 0 < self.classifier_threshold <= 1:
             raise ValueError(f"classifier_threshold must lie in (0, 1], got {self.classifier_threshold}")
         if not isinstance(corpus, Corpus) or len(corpus) == 0:
@@ -431,7 +440,8 @@ class CorpusNeurons:
             if dist:
                 label, share = next(iter(dist.items()))
                 base = metadata_distribution(self.corpus_.metadata[name]).get(label, 0.0)
-                if share >= self.classifier_threshold and share > base:
+                known = sum(self.corpus_.metadata[name][i] is not None for i in ids)
+                if share >= self.classifier_threshold and share > base and known >= _min_count(self.min_known, len(ids)):
                     classifier[name] = label
         desc = NeuronDescription(
             layer=layer, neuron=neuron, sentence_ids=ids,
@@ -482,25 +492,112 @@ class CorpusNeurons:
     def label_dominance(self, name: str) -> tuple[Float[Tensor, "layer neuron"], list]:
         """For every neuron, the share of its top sentences (with a known `name`) that carry the
         commonest label, and that label per neuron (a nested list ``[layer][neuron]``)."""
+        share, labels, _ = self._label_dominance(name)
+        return share, labels
+
+    def _label_dominance(self, name: str) -> tuple[Tensor, list, Tensor]:
         self._check_fitted()
         values = self.corpus_.field(name)
         labels = sorted({v for v in values if v is not None}, key=str)
         code = {v: i for i, v in enumerate(labels)}
         codes = torch.tensor([code[v] if v is not None else -1 for v in values], dtype=torch.int64)
         share, best = _dominant(codes, self.top_ids_, len(labels))
-        return share, [[labels[j] if labels else None for j in row] for row in best.tolist()]
+        known = (codes[self.top_ids_] >= 0).sum(0)  # layer neuron
+        return share, [[labels[j] if labels else None for j in row] for row in best.tolist()], known
 
     def classifier_neurons(self, name: str) -> list[tuple[int, int, Any, float]]:
         """(layer, neuron, label, share) for neurons whose top set is at least `classifier_threshold`
-        one label of field `name` (a label above its share of the corpus), strongest first."""
-        share, labels = self.label_dominance(name)
+        one label of field `name` (a label above its share of the corpus), strongest first.
+
+        Only top sets in which at least `min_known` sentences (a count, or a fraction of k) carry
+        the field count: a field that only some corpora have cannot be dominated by a handful.
+        """
+        share, labels, known = self._label_dominance(name)
         base = metadata_distribution(self.corpus_.field(name))
+        enough = known >= _min_count(self.min_known, self.top_ids_.shape[0])
         out = []
-        for slot, j in (share >= self.classifier_threshold).nonzero().tolist():
+        for slot, j in ((share >= self.classifier_threshold) & enough).nonzero().tolist():
             label, s = labels[slot][j], float(share[slot, j])
             if s > base.get(label, 0.0):
                 out.append((self.layers_[slot], j, label, s))
         return sorted(out, key=lambda r: (-r[3], r[0], r[1]))
+
+    def top_set_embeddings(
+        self,
+        layer: int,
+        sentence_vectors: Optional[Float[Tensor, "text dim"]] = None,
+        max_features: int = 20000,
+    ) -> Any:
+        """One vector per neuron of `layer`: the mean of its top sentences' vectors (``neuron dim``).
+
+        By default a sentence's vector is its L2-normalised TF-IDF bag of words over the corpus
+        (a scipy sparse matrix comes back). That space is the same for every layer and every
+        model, needs no second pass over the model, and describes what the sentences say; the
+        residual stream's norm grows with depth, so pooled residual vectors would make deeper
+        layers look more spread out by scale alone. Any ``sentence_vectors`` (one row per corpus
+        sentence, e.g. `pooled_activations` or a sentence encoder) replace it (a dense tensor back).
+        """
+        slot = self._slot(layer)
+        ids = self.top_ids_[:, slot, :]  # k neuron
+        k, width = ids.shape
+        if sentence_vectors is not None:
+            if sentence_vectors.shape[0] != len(self.corpus_):
+                raise ValueError(
+                    f"sentence_vectors has {sentence_vectors.shape[0]} rows but the corpus has {len(self.corpus_)} texts"
+                )
+            return sentence_vectors.double()[ids].mean(0)
+        import scipy.sparse as sp
+
+        x = self._tfidf(max_features)
+        rows = np.repeat(np.arange(width), k)
+        cols = ids.T.reshape(-1).numpy()
+        pick = sp.csr_matrix((np.full(rows.size, 1.0 / k), (rows, cols)), shape=(width, x.shape[0]))
+        return (pick @ x).tocsr()
+
+    def _tfidf(self, max_features: int) -> Any:
+        if max_features < 1:
+            raise ValueError(f"max_features must be >= 1, got {max_features}")
+        key = f"tfidf:{max_features}"
+        if key not in self._index:
+            from sklearn.feature_extraction.text import TfidfVectorizer
+
+            vec = TfidfVectorizer(lowercase=True, max_features=max_features, token_pattern=r"(?u)\b\w+\b")
+            self._index[key] = vec.fit_transform(self.corpus_.texts).astype(np.float64)  # rows L2-normalised
+        return self._index[key]
+
+    def sse_curves(
+        self,
+        k_max: int = 10,
+        layers: Optional[Sequence[int]] = None,
+        sentence_vectors: Optional[Float[Tensor, "text dim"]] = None,
+        max_features: int = 20000,
+        n_init: int = 3,
+    ) -> Float[Tensor, "layer k"]:
+        """Per layer, k-means of its neurons' top-set embeddings (`top_set_embeddings`): the sum of
+        squared distances to the nearest centre (SSE) for k = 1 .. `k_max` (column k - 1).
+
+        A curve that stays high as k grows means the layer's neurons respond to many different
+        kinds of sentence (the paper finds deeper layers more diverse). k = 1 is the total scatter.
+        """
+        self._check_fitted()
+        from sklearn.cluster import KMeans
+
+        layers = list(self.layers_ if layers is None else layers)
+        if not 1 <= k_max <= self.width_:
+            raise ValueError(f"k_max must lie in [1, {self.width_}] (neurons per layer), got {k_max}")
+        out = torch.zeros(len(layers), k_max, dtype=torch.float64)
+        for row, layer in enumerate(layers):
+            emb = self.top_set_embeddings(layer, sentence_vectors, max_features)
+            x = emb.numpy() if isinstance(emb, Tensor) else emb
+            centre = np.asarray(x.mean(0)).reshape(1, -1)
+            if isinstance(emb, Tensor):
+                out[row, 0] = float(((x - centre) ** 2).sum())
+            else:  # sparse: sum ||x||^2 - n ||mean||^2
+                out[row, 0] = float(x.multiply(x).sum() - x.shape[0] * (centre**2).sum())
+            for k in range(2, k_max + 1):
+                km = KMeans(n_clusters=k, n_init=n_init, random_state=self.random_state).fit(x)
+                out[row, k - 1] = km.inertia_
+        return out
 
     def cluster(
         self, n_clusters: int = 10, tsne: bool = True, perplexity: int | float = 30.0
@@ -535,7 +632,7 @@ def plot_summary_map(values: Float[Tensor, "layer neuron"], title: str = "mean l
     """Heatmap of a per-neuron summary, one row per layer (as the paper's length figure)."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(10, 0.4 * values.shape[0] + 1.5))
+    fig, ax = plt.subplots(figsize=(10, 0.4 * values.shape[0] + 1.5), layout="constrained")
     im = ax.imshow(values.double().numpy(), aspect="auto", interpolation="nearest", cmap="viridis")
     ax.set_xlabel("neuron (dimension)")
     ax.set_ylabel("layer")
@@ -550,9 +647,88 @@ def plot_neuron_clusters(embedding: Float[Tensor, "layer neuron 2"], labels: Int
     """t-SNE map of neurons coloured by k-means cluster."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 5))
+    fig, ax = plt.subplots(figsize=(6, 5), layout="constrained")
     xy = embedding.reshape(-1, 2).numpy()
     sc = ax.scatter(xy[:, 0], xy[:, 1], c=labels.reshape(-1).numpy(), cmap="tab10", s=8)
     ax.set_title("neurons by activation pattern (t-SNE, k-means colours)")
     fig.colorbar(sc, ax=ax, label="cluster")
     return fig
+
+
+def plot_sse_curves(sse: Float[Tensor, "layer k"], layers: Optional[Sequence[int]] = None, relative: bool = True):
+    """SSE against k, one line per layer; ``relative=True`` divides each curve by its k = 1 value."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4), layout="constrained")
+    values = sse.double()
+    if relative:
+        values = values / values[:, :1].clamp(min=1e-300)
+    ks = np.arange(1, values.shape[1] + 1)
+    names = layers if layers is not None else range(values.shape[0])
+    for row, layer in zip(values.numpy(), names):
+        ax.plot(ks, row, marker="o", ms=3, label=f"layer {layer}")
+    ax.set_xlabel("k (clusters of neurons)")
+    ax.set_ylabel("SSE / SSE(k=1)" if relative else "SSE")
+    ax.set_title("k-means of neurons' top-set embeddings")
+    ax.legend()
+    return fig
+
+
+# --------------------------------------------------------------------------- across models
+
+
+def vector_distances(
+    a: Float[Tensor, "text *neuron"], b: Float[Tensor, "text_b *neuron_b"]
+) -> tuple[Float[Tensor, "text"], Float[Tensor, "text"]]:
+    """Manhattan (L1) and Euclidean (L2) distance between row i of `a` and row i of `b` (all trailing dims flattened)."""
+    if a.shape != b.shape:
+        raise ValueError(f"a and b must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    diff = (a.double() - b.double()).reshape(a.shape[0], -1)
+    return diff.abs().sum(1), diff.square().sum(1).sqrt()
+
+
+def neuron_vector_distances(
+    model_a: HookedTransformer,
+    model_b: HookedTransformer,
+    groups: dict[str, Sequence[str]],
+    site: str = "resid",
+    layers: int | Sequence[int] | None = None,
+    batch_size: int = 16,
+    max_length: int = 128,
+    include_bos: bool = False,
+    progress: bool = False,
+) -> dict[str, dict[str, float]]:
+    """How far each sentence's full neuron vector moves between two models, per sentence group.
+
+    A sentence's vector is its mean-pooled activation at `site` in every one of `layers` (default
+    all), concatenated (n_layers × width values). For each group (e.g. ``{"train": ...,
+    "held_out": ..., "out_of_domain": ...}``) the result holds the mean Manhattan and Euclidean
+    distance between the two models' vectors over its sentences, their standard deviations and n.
+    The models must share the architecture's shape and the tokenizer (e.g. a model and its fine-tune).
+    """
+    from lensneurons.activations import pooled_activations
+
+    check_site(site)
+    for attr in ("n_layers", "d_model", "d_vocab"):
+        if getattr(model_a.cfg, attr) != getattr(model_b.cfg, attr):
+            raise ValueError(f"the models differ in {attr}: {getattr(model_a.cfg, attr)} vs {getattr(model_b.cfg, attr)}")
+    if model_a.tokenizer is None or model_b.tokenizer is None or model_a.tokenizer.get_vocab() != model_b.tokenizer.get_vocab():
+        raise ValueError("the models must share one tokenizer: the same sentence has to be read as the same tokens")
+    if not groups:
+        raise ValueError("groups is empty: give at least one named list of sentences")
+    layers = check_layers(model_a, layers if layers is None or isinstance(layers, int) else list(layers))
+    out = {}
+    for name, texts in groups.items():
+        texts = list(texts)
+        if not texts:
+            raise ValueError(f"sentence group {name!r} is empty")
+        kw = dict(site=site, layers=layers, pooling="mean", batch_size=batch_size, include_bos=include_bos,
+                  max_length=min(max_length, model_a.cfg.n_ctx), progress=progress)
+        l1, l2 = vector_distances(pooled_activations(model_a, texts, **kw).cpu(), pooled_activations(model_b, texts, **kw).cpu())
+        out[name] = {
+            "manhattan": float(l1.mean()), "euclidean": float(l2.mean()),
+            "manhattan_std": float(l1.std()) if len(texts) > 1 else 0.0,
+            "euclidean_std": float(l2.std()) if len(texts) > 1 else 0.0,
+            "n": len(texts),
+        }
+    return out
