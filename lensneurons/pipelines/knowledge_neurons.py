@@ -21,18 +21,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from transformer_lens import HookedTransformer
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from transformer_lens import HookedTransformer  # noqa: E402
-
-from lensneurons.analyses.knowledge_neurons import KnowledgeNeurons, pos_group, summarise  # noqa: E402
-from lensneurons.attribution import encode  # noqa: E402
-from lensneurons.results import ResultsFolder  # noqa: E402
+from lensneurons.analyses.knowledge_neurons import KnowledgeNeurons, pos_group, summarise
+from lensneurons.attribution import encode
+from lensneurons.results import ResultsFolder
 
 Prompts = Mapping[str, Sequence[tuple[str, str]]]
 
