@@ -3,12 +3,14 @@
 Same features, same train/test splits, same objective (L2 logistic regression, C=1, features standardised
 with the train mean and std):
 
-  A  one `train_probes` call: every (layer, task) probe in one tensor computation (full-batch Adam)
+  A  one `train_probes` call: every (layer, task) probe in one tensor computation (batched Newton for
+     probes on at most 64 features, full-batch Adam otherwise; `--solver` forces one)
   B  a Python loop of `sklearn.linear_model.LogisticRegression(C=1).fit` (lbfgs), one per (layer, task)
 
 Reports wall time of each, the ratio B/A, and test accuracy side by side (mean and largest per-probe gap).
 
     python -m benchmarks.bench_probes [--layers 18] [--tasks 4] [--pairs 1000] [--d 640] [--steps 300] [--k 6]
+                                      [--solver auto|adam|newton]
     python -m benchmarks.bench_probes --store PATH   # EOS states of a complete ActivationStore instead
 
 With ``--k`` every probe reads only the k neurons of highest |Welch t| on its train split (the top-k and
@@ -24,7 +26,7 @@ import numpy as np
 import torch
 
 from lensneurons.analyses.sparse_probing import pair_split
-from lensneurons.probes import train_probes
+from lensneurons.probes import NEWTON_MAX_WIDTH, train_probes
 from lensneurons.store import ActivationStore
 
 
@@ -85,6 +87,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--k", type=int, default=None, help="probe only the top-k |t| neurons of each probe")
     parser.add_argument("--store", default=None, help="a complete ActivationStore of EOS states")
+    parser.add_argument("--solver", default="auto", choices=["auto", "adam", "newton"])
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 
@@ -100,9 +103,12 @@ def main() -> None:
 
     subset = None if args.k is None else top_k_columns(x, y, args.k)
     dev = torch.device(args.device)
+    # warm-up outside the timed regions: imports and first-call set-up of both sides
+    sklearn_loop(x[:1, :, :8], y[:1], xt[:1, :, :8], yt[:1])
+    train_probes(x[:1, :, :8].to(dev), y[:1].to(dev), steps=2, solver=args.solver)
     started = time.perf_counter()
     sub = None if subset is None else subset[None].to(dev)
-    fit = train_probes(x.to(dev), y.to(dev), subset=sub, steps=args.steps, lr=args.lr)
+    fit = train_probes(x.to(dev), y.to(dev), subset=sub, steps=args.steps, lr=args.lr, solver=args.solver)
     if dev.type == "cuda":
         torch.cuda.synchronize()
     t_batched = time.perf_counter() - started
@@ -113,7 +119,11 @@ def main() -> None:
     t_loop = time.perf_counter() - started
 
     gap = np.abs(ours - ref)
-    print(f"A batched train_probes ({args.steps} Adam steps): {t_batched:8.2f} s   mean test accuracy {ours.mean():.4f}")
+    width = x.shape[2] if args.k is None else args.k
+    solver = args.solver if args.solver != "auto" else ("newton" if width <= NEWTON_MAX_WIDTH else "adam")
+    how = f"{args.steps} Adam steps" if solver == "adam" else "Newton"
+    print(f"A batched train_probes ({how}):{' ' * max(0, 18 - len(how))} {t_batched:8.2f} s   "
+          f"mean test accuracy {ours.mean():.4f}")
     print(f"B loop of sklearn LogisticRegression:          {t_loop:8.2f} s   mean test accuracy {ref.mean():.4f}")
     print(f"B/A = {t_loop / t_batched:.1f}x   accuracy gap per probe: mean {gap.mean() * 100:.2f} points, "
           f"max {gap.max() * 100:.2f} points")

@@ -83,7 +83,8 @@ def test_deterministic_gate():
 # --------------------------------------------------------------------------- batched probes
 
 
-def test_batched_probe_matches_sklearn():
+@pytest.mark.parametrize("solver", ["adam", "newton"])
+def test_batched_probe_matches_sklearn(solver):
     g = torch.Generator().manual_seed(0)
     G, n, d = 5, 500, 20
     w = torch.randn(G, d, generator=g)
@@ -91,14 +92,36 @@ def test_batched_probe_matches_sklearn():
     xs_true = (x - x.mean(1, keepdim=True)) / x.std(1, keepdim=True)
     y = torch.einsum("gtn,gn->gt", xs_true, w) + 2.5 * torch.randn(G, n, generator=g) > 0
     tr, te = slice(0, 350), slice(350, None)
-    fit = train_probes(x[:, tr], y[:, tr], steps=400, lr=0.05, C=1.0)
+    fit = train_probes(x[:, tr], y[:, tr], steps=400, lr=0.05, C=1.0, solver=solver)
     ours = fit.accuracy(x[:, te], y[:, te])[0]
     for i in range(G):
         mu, sd = x[i, tr].mean(0), x[i, tr].std(0, unbiased=False)
         clf = LogisticRegression(C=1.0, max_iter=2000).fit(((x[i, tr] - mu) / sd).numpy(), y[i, tr].numpy())
         ref = clf.score(((x[i, te] - mu) / sd).numpy(), y[i, te].numpy())
         assert abs(float(ours[i]) - ref) <= 0.01 + 1e-6, (i, float(ours[i]), ref)
-        np.testing.assert_allclose(fit.weight[0, i].numpy(), clf.coef_[0], atol=0.05)
+        np.testing.assert_allclose(fit.weight[0, i].numpy(), clf.coef_[0], atol=0.05 if solver == "adam" else 2e-3)
+        if solver == "newton":  # Newton reaches the optimum itself, bias included
+            np.testing.assert_allclose(float(fit.bias[0, i]), clf.intercept_[0], atol=2e-3)
+
+
+def test_newton_subset_probes_reach_sklearns_optimum():
+    x, y, _ = planted(80, 1, 24, INFORMATIVE, shift=1.0)
+    x, y = x[:, 0][None].expand(2, -1, -1), y[None].expand(2, -1)
+    subset = torch.stack([torch.tensor([[3, 7, 11, 0], [1, 2, 5, 9]]), torch.tensor([[0, 7, 20, 4], [3, 11, 6, 8]])])
+    fit = train_probes(x, y, subset=subset, solver="newton", C=0.5)
+    for v in range(2):
+        for g in range(2):
+            cols = subset[v, g]
+            xg = x[g][:, cols]
+            mu, sd = xg.mean(0), xg.std(0, unbiased=False)
+            clf = LogisticRegression(C=0.5, tol=1e-8, max_iter=5000).fit(((xg - mu) / sd).numpy(), y[g].numpy())
+            np.testing.assert_allclose(fit.weight[v, g, cols].numpy(), clf.coef_[0], atol=2e-3)
+            assert fit.weight[v, g].count_nonzero() <= len(cols)
+    # "auto" picks Newton for so few features; Adam lands at (about) the same probe
+    auto = train_probes(x, y, subset=subset, C=0.5)
+    torch.testing.assert_close(auto.weight, fit.weight)
+    adam = train_probes(x, y, subset=subset, C=0.5, solver="adam", steps=600)
+    torch.testing.assert_close(adam.weight, fit.weight, atol=0.05, rtol=0)
 
 
 def test_subset_probe_equals_probe_on_gathered_columns():
@@ -244,6 +267,8 @@ def test_extract_to_store_resumes(tmp_path, monkeypatch):
     acts, labels, groups = store.read("t2")
     assert acts.shape == (8, 2, 16) and labels.tolist() == [True, False] * 4
     torch.testing.assert_close(acts, real(model, [s for p in pairs["t2"] for s in (p.good, p.bad)]).half().float())
+    with pytest.raises(ValueError, match="holds 3 pairs of task 't1' but 2 were asked for"):
+        extract_to_store(model, {"t1": _pairs("t1", 2)}, tmp_path / "store", progress=False)
 
 
 # --------------------------------------------------------------------------- the analysis object
@@ -339,6 +364,10 @@ def test_bad_input_is_a_clear_error(fitted):
         train_probes(acts[:, 0][None], labels[None], subset=torch.tensor([[[1, 2, 1]]]))
     with pytest.raises(ValueError, match="needs lams"):
         train_probes(acts[:, 0][None], labels[None], gated=True)
+    with pytest.raises(ValueError, match="solver"):
+        train_probes(acts[:, 0][None], labels[None], solver="sgd")
+    with pytest.raises(ValueError, match="newton"):
+        train_probes(acts[:, 0][None], labels[None], lams=torch.tensor([0.5]), gated=True, solver="newton")
     with pytest.raises(ValueError, match="k must be between 1 and the number of neurons"):
         top_k_subsets(torch.randn(1, 8), 9)
     with pytest.raises(RuntimeError, match="not fitted"):

@@ -11,7 +11,9 @@ probe input (label: grammatical). Per layer and task:
 - at one layer and λ, the cross-task matrix (probe trained on task A, tested on task B) and its
   difference to the λ = 1 probe.
 
-All probes of a chunk of tasks train together (variants × layers × tasks in one tensor computation).
+All probes of a chunk of tasks train together (variants × layers × tasks in one tensor computation):
+mask probes and probes on more than ``probes.NEWTON_MAX_WIDTH`` (64) neurons by ``steps`` full-batch Adam
+steps, the narrower top-k / random-k probes by batched Newton's method (``train_probes(solver="auto")``).
 
     sp = SparseProbing(lams=[1.0, 0.5, 0.2, 0.1], cross_layer=6).fit(model, load_blimp(), store=store)
     sp.mask_accuracy_[:, layer, task], sp.mask_density_, sp.topk_accuracy_, sp.cross_task_
@@ -95,6 +97,12 @@ def extract_to_store(
     tasks = list(pairs)
     for task in tqdm(tasks, desc="EOS states", unit="task", disable=not progress):
         if store.has(task):
+            n_stored = store.read(task)[1].shape[0]
+            if n_stored != 2 * len(pairs[task]):
+                raise ValueError(
+                    f"activation store {store.path} holds {n_stored // 2} pairs of task {task!r} but "
+                    f"{len(pairs[task])} were asked for; use another store folder"
+                )
             continue
         texts, labels, pair_index = sentences(pairs[task])
         acts = eos_states(model, texts, layers=layers, batch_size=batch_size)
