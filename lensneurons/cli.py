@@ -66,11 +66,14 @@ def main(argv: list[str] | None = None) -> None:
     ln.add_argument("--quiet", action="store_true")
     ln.set_defaults(func=_language_neurons)
 
+    argv = sys.argv[1:] if argv is None else argv
+    chosen = next((a for a in argv if not a.startswith("-")), None)
     for name, module, help_text in _PIPELINES:
-        pipeline = importlib.import_module(module)
         sp = sub.add_parser(name, help=help_text)
-        pipeline.add_arguments(sp)
-        sp.set_defaults(func=pipeline.main)
+        if name == chosen:  # importing a pipeline pulls in torch and TransformerLens: only the one that runs
+            pipeline = importlib.import_module(module)
+            pipeline.add_arguments(sp)
+            sp.set_defaults(func=pipeline.main)
 
     args = parser.parse_args(argv)
     try:
