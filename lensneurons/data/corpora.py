@@ -303,17 +303,24 @@ def pos_tag(
 # --------------------------------------------------------------------------- a user's own corpus
 
 
-def _from_rows(rows: list[dict], text_column: str, metadata_columns: Optional[Sequence[str]], origin: str) -> Corpus:
-    if not rows:
-        raise ValueError(f"{origin} is empty: the corpus needs at least one row")
-    columns = list(rows[0])
+def _metadata_columns(
+    columns: list[str], text_column: str, metadata_columns: Optional[Sequence[str]], origin: str
+) -> list[str]:
+    """The metadata fields to keep: every column but the text unless named; each must exist."""
     if text_column not in columns:
         raise ValueError(f"{origin} has no text column {text_column!r}; its columns are {columns}")
     if metadata_columns is None:
-        metadata_columns = [c for c in columns if c != text_column]
+        return [c for c in columns if c != text_column]
     for c in metadata_columns:
         if c not in columns:
             raise ValueError(f"unknown metadata field {c!r}: {origin} has columns {columns}")
+    return list(metadata_columns)
+
+
+def _from_rows(rows: list[dict], text_column: str, metadata_columns: Optional[Sequence[str]], origin: str) -> Corpus:
+    if not rows:
+        raise ValueError(f"{origin} is empty: the corpus needs at least one row")
+    metadata_columns = _metadata_columns(list(rows[0]), text_column, metadata_columns, origin)
     texts = []
     for i, row in enumerate(rows):
         text = row.get(text_column)
@@ -351,14 +358,7 @@ def from_file(path: PathLike, text_column: str = "text", metadata_columns: Optio
 
 def from_dataset(dataset: Any, text_column: str = "text", metadata_columns: Optional[Sequence[str]] = None) -> Corpus:
     """A corpus from a `datasets.Dataset` (or anything with `column_names` and column indexing)."""
-    columns = list(dataset.column_names)
     if len(dataset) == 0:
         raise ValueError("the dataset is empty: the corpus needs at least one row")
-    if text_column not in columns:
-        raise ValueError(f"the dataset has no text column {text_column!r}; its columns are {columns}")
-    if metadata_columns is None:
-        metadata_columns = [c for c in columns if c != text_column]
-    for c in metadata_columns:
-        if c not in columns:
-            raise ValueError(f"unknown metadata field {c!r}: the dataset has columns {columns}")
+    metadata_columns = _metadata_columns(list(dataset.column_names), text_column, metadata_columns, "the dataset")
     return Corpus(list(dataset[text_column]), {c: list(dataset[c]) for c in metadata_columns})
