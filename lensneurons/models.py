@@ -1,6 +1,8 @@
 """Loading models: any TransformerLens name, the embedded Gemma-3-270M, and tiny random test models."""
 from __future__ import annotations
 
+import ctypes
+import gc
 import hashlib
 import importlib.util
 import os
@@ -82,7 +84,22 @@ def _load_embedded(name: str, device: torch.device, dtype: torch.dtype) -> Hooke
         tl_name, hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=dtype
     )
     del hf_model
-    return contiguous_linear_weights(model).eval()
+    model = contiguous_linear_weights(model).eval()
+    _release_freed_memory()
+    return model
+
+
+def _release_freed_memory() -> None:
+    """Hand memory freed by the HF → TransformerLens conversion back to the OS.
+
+    glibc keeps freed heap pages; after loading Gemma-3-270M they are ~0.4 GB that every later
+    stage would carry (measured: 2.92 GB resident → 2.55 GB after trimming). No-op off glibc.
+    """
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def contiguous_linear_weights(model: HookedTransformer) -> HookedTransformer:

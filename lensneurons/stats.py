@@ -39,10 +39,13 @@ def _sort_rows(x: Float[Tensor, "row n"]) -> Float[Tensor, "row n"]:
     return torch.sort(x.detach(), dim=-1).values
 
 
-def _columns_as_rows(x: Float[Tensor, "n column"], start: int, stop: int) -> Float[Tensor, "chunk n"]:
-    """Columns start:stop of x as a contiguous (stop - start, n) matrix."""
+def _columns_as_rows(
+    x: Float[Tensor, "n column"], start: int, stop: int, rows: Optional[Tensor] = None
+) -> Float[Tensor, "chunk m"]:
+    """Columns start:stop of x (only `rows`, when given) as a contiguous (stop - start, m) matrix."""
     # copying the slice first makes the transpose several times faster on CPU
-    return x[:, start:stop].contiguous().T.contiguous()
+    block = x[:, start:stop] if rows is None else x[rows, start:stop]
+    return block.contiguous().T.contiguous()
 
 
 def _check_chunk_size(chunk_size: int) -> None:
@@ -75,7 +78,16 @@ def _moments(flat: Float[Tensor, "n column"]) -> tuple[Float[Tensor, "column"], 
     return mean, m2
 
 
-def _check_ap_input(scores: Tensor, labels: Tensor, chunk_size: int) -> None:
+def _check_rows(rows: Tensor, n_rows: int) -> Tensor:
+    rows = torch.as_tensor(rows)
+    if rows.ndim != 1 or rows.dtype in (torch.bool,) or rows.is_floating_point():
+        raise ValueError(f"rows must be a 1-D tensor of integer row indices, got {rows.dtype} of shape {tuple(rows.shape)}")
+    if len(rows) and (int(rows.min()) < 0 or int(rows.max()) >= n_rows):
+        raise ValueError(f"rows must lie in [0, {n_rows}), got min {int(rows.min())} and max {int(rows.max())}")
+    return rows.long()
+
+
+def _check_ap_input(scores: Tensor, labels: Tensor, chunk_size: int, rows: Optional[Tensor] = None) -> None:
     _check_chunk_size(chunk_size)
     if scores.ndim < 1:
         raise ValueError("scores must have a text dimension, got a 0-D tensor")
@@ -83,9 +95,10 @@ def _check_ap_input(scores: Tensor, labels: Tensor, chunk_size: int) -> None:
         raise ValueError(f"labels must be 2-D (label, text), got shape {tuple(labels.shape)}")
     if labels.dtype != torch.bool:
         raise ValueError(f"labels must be a bool tensor, got {labels.dtype}")
-    n = scores.shape[0]
+    n = scores.shape[0] if rows is None else len(rows)
     if labels.shape[1] != n:
-        raise ValueError(f"labels has {labels.shape[1]} entries but scores has {n} rows")
+        what = "scores has" if rows is None else "rows selects"
+        raise ValueError(f"labels has {labels.shape[1]} entries but {what} {n} rows")
     for i, n_pos in enumerate(labels.sum(dim=1).tolist()):
         if n_pos in (0, n):
             where = "" if labels.shape[0] == 1 else f" in label set {i}"
@@ -97,25 +110,28 @@ def _check_ap_input(scores: Tensor, labels: Tensor, chunk_size: int) -> None:
 
 def average_precision(
     scores: Float[Tensor, "text *neuron"],
-    labels: Bool[Tensor, "text"],
-    chunk_size: int = 4096,
+    labels: Bool[Tensor, "m"],
+    chunk_size: int = 1024,
+    rows: Optional[Int[Tensor, "m"]] = None,
 ) -> Float[Tensor, "*neuron"]:
     """Average precision of every neuron's scores for `labels`, as float64.
 
     Equals `sklearn.metrics.average_precision_score(labels, scores[:, j])` for every column,
     ties included (tied scores enter the ranking together). `chunk_size` neuron columns are
-    processed at a time to bound memory.
+    processed at a time to bound memory: 1,024 is as fast as 4,096 and keeps a thread's
+    temporaries near 100 MB for 3,000 texts. With `rows`, only those rows of `scores` are
+    ranked (`labels` has one entry per selected row): `scores[rows]` without the copy.
     """
     if labels.ndim != 1:
         raise ValueError(f"labels must be 1-D (one entry per text), got shape {tuple(labels.shape)}")
-    _check_ap_input(scores, labels[None], chunk_size)
-    return average_precision_multi(scores, labels[None], chunk_size)[0]
+    return average_precision_multi(scores, labels[None], chunk_size, rows=rows)[0]
 
 
 def average_precision_multi(
     scores: Float[Tensor, "text *neuron"],
-    labels: Bool[Tensor, "label text"],
-    chunk_size: int = 4096,
+    labels: Bool[Tensor, "label m"],
+    chunk_size: int = 1024,
+    rows: Optional[Int[Tensor, "m"]] = None,
 ) -> Float[Tensor, "label *neuron"]:
     """`average_precision` for several label sets at once (e.g. one row per language).
 
@@ -123,7 +139,9 @@ def average_precision_multi(
     than calling `average_precision` once per label set. Fastest when no text carries two
     labels (e.g. one language per text) and scores are float32 or narrower.
     """
-    _check_ap_input(scores, labels, chunk_size)
+    if rows is not None:
+        rows = _check_rows(rows, scores.shape[0]).to(scores.device)
+    _check_ap_input(scores, labels, chunk_size, rows)
     n = scores.shape[0]
     labels = labels.to(scores.device)
     flat = scores.reshape(n, -1)
@@ -136,9 +154,9 @@ def average_precision_multi(
     for group in groups:
         if packable:
             codes = _label_codes(group)
-            work = lambda span: _ap_packed(_columns_as_rows(flat, *span), group, codes)  # noqa: E731
+            work = lambda span: _ap_packed(_columns_as_rows(flat, *span, rows), group, codes)  # noqa: E731
         else:
-            work = lambda span: _ap_searchsorted(_columns_as_rows(flat, *span), group)  # noqa: E731
+            work = lambda span: _ap_searchsorted(_columns_as_rows(flat, *span, rows), group)  # noqa: E731
         # numpy's sorts release the GIL, so column chunks run in parallel threads
         with ThreadPoolExecutor(max_workers=max(1, min(torch.get_num_threads(), len(chunks)))) as pool:
             for (start, stop), result in zip(chunks, pool.map(work, chunks)):

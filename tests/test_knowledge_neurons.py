@@ -399,3 +399,15 @@ def test_pos_group_with_nltk_tagger():
     assert pos_group("The capital of Finland is Helsinki", "Helsinki") == "noun"
     assert pos_group("A bird can fly.", "fly") == "verb/adj/adv"
     assert pos_group("A bird can fly.", "swim") == "other"  # concept not in the text
+
+
+def test_default_unrelated_comes_from_the_rarest_relation():
+    from lensneurons.pipelines.knowledge_neurons import default_unrelated
+
+    kept = {"P36:Finland -> Helsinki": 0, "P103:Mozart -> German": 0, "P36:France -> Paris": 0,
+            "P19:Bach -> Eisenach": 0, "P36:Peru -> Lima": 0}
+    # P103 and P19 have one concept each; the later of them is chosen
+    assert default_unrelated(kept) == "P19:Bach -> Eisenach"
+    assert default_unrelated({"mat": 0, "tea": 0}) == "tea"  # keys without relations: the last one
+    with pytest.raises(ValueError, match="no concepts"):
+        default_unrelated({})

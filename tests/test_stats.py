@@ -131,6 +131,28 @@ def test_average_precision_multi_overlapping_labels_matches_sklearn():
         np.testing.assert_allclose(got[i].numpy(), _sklearn_ap(scores, labels[i]), rtol=0, atol=1e-12)
 
 
+def test_average_precision_rows_equals_the_copied_subset():
+    gen = torch.Generator().manual_seed(8)
+    scores = torch.randn(50, 3, 4, generator=gen)
+    scores[:, 0] = torch.randint(0, 3, (50, 4), generator=gen).float()  # ties: the exact path
+    rows = torch.tensor([49, 3, 7, 7, 20, 0, 31, 12, 5, 44])  # unsorted, with a repeat
+    labels = torch.tensor([True, False, True, False, False, True, False, False, True, False])
+    got = average_precision(scores, labels, chunk_size=5, rows=rows)
+    assert torch.equal(got, average_precision(scores[rows], labels, chunk_size=5))
+    np.testing.assert_allclose(got.flatten().numpy(), _sklearn_ap(scores[rows].flatten(1), labels), atol=1e-12)
+
+
+def test_average_precision_bad_rows():
+    with pytest.raises(ValueError, match=r"rows must lie in \[0, 50\)"):
+        average_precision(torch.randn(50, 4), torch.tensor([True, False, True]), rows=torch.tensor([0, 1, 50]))
+    # a float index or a length mismatch is caught by the shape check (runtime jaxtyping here,
+    # our own ValueError where type checking is off)
+    with pytest.raises((ValueError, TypeError)):
+        average_precision(torch.randn(50, 4), torch.tensor([True, False, True]), rows=torch.tensor([0.0, 1.0, 2.0]))
+    with pytest.raises((ValueError, TypeError)):
+        average_precision(torch.randn(50, 4), torch.tensor([True, False, True]), rows=torch.tensor([0, 1]))
+
+
 @pytest.mark.parametrize("fill", [True, False])
 def test_average_precision_one_class_raises(fill):
     labels = torch.full((6,), fill)

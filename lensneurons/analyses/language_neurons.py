@@ -90,7 +90,9 @@ class LanguageNeurons:
         scores, medians = [], []
         for lang in self.languages_:
             idx, labels = data.labelled(lang)
-            scores.append(average_precision(acts[idx].flatten(1), labels).view(n_layers, width).float())
+            # rows= ranks this language's texts without copying them out of `acts`
+            ap = average_precision(acts.flatten(1), labels, rows=torch.as_tensor(idx))
+            scores.append(ap.view(n_layers, width).float())
             medians.append(median(acts[torch.as_tensor(data.positives[lang])]))
         self.scores_: Float[Tensor, "lang layer neuron"] = torch.stack(scores)
         self.medians_: Float[Tensor, "lang layer neuron"] = torch.stack(medians)

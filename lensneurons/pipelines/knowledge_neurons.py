@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import random
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -48,7 +49,7 @@ class RunConfig:
     baseline: str = "auto"  # auto | zero | mean
     alpha_power: float = 1.0
     scoring: str = "joint"
-    unrelated: str | None = None  # fixed unrelated concept (None: the last kept concept)
+    unrelated: str | None = None  # fixed unrelated concept (None: `default_unrelated`)
     n_random: int = 5
     seed: int = 0
     lama_path: str | None = None
@@ -103,6 +104,20 @@ def select(model: HookedTransformer, candidates: Prompts, cfg: RunConfig) -> tup
     return kept, tried
 
 
+def default_unrelated(concepts: Mapping[str, object]) -> str:
+    """The fixed unrelated concept: one from the relation with the fewest concepts (the last such).
+
+    PARAREL keys are "relation:subject -> object"; a concept of another relation is the paper's
+    intent ("london" for ConceptNet concepts), and the rarest relation shares it with the fewest
+    concepts. Keys without a relation prefix (LAMA) each count as their own group.
+    """
+    if not concepts:
+        raise ValueError("no concepts to choose an unrelated one from")
+    relation = {c: c.split(":", 1)[0] if ":" in c else c for c in concepts}
+    size = Counter(relation.values())
+    return min(reversed(list(concepts)), key=lambda c: size[relation[c]])
+
+
 def resolve_baseline(model: HookedTransformer, baseline: str) -> str:
     if baseline == "auto":
         return "mean" if model.cfg.use_normalization_before_and_after else "zero"
@@ -130,7 +145,7 @@ def run(
                           alpha_power=cfg.alpha_power, tolerance=float("inf"))
     kn.fit(model, kept, reference_texts=reference, progress=progress)
     fit_s = time.time() - started
-    unrelated = cfg.unrelated if cfg.unrelated is not None else list(kept)[-1]
+    unrelated = cfg.unrelated if cfg.unrelated is not None else default_unrelated(kept)
     rows = kn.evaluate(model, unrelated=unrelated, n_random=cfg.n_random, random_state=cfg.seed, progress=progress)
     pos = concept_pos(kept)
     summary = [{**r, "pos": pos[r["concept"]]} for r in summarise(rows)]
