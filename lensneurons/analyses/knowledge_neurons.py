@@ -21,9 +21,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
-from transformer_lens import HookedTransformer
-
-from lensneurons.attribution import answer_logprob, encode, integrated_gradients, mean_activations
+from lensneurons.attribution import answer_logprob, encode, final_resid, integrated_gradients, mean_activations
+from lensneurons.models import HookedModel
 from lensneurons.neurons import NeuronSet
 from lensneurons.patching import NeuronEdit, patched, scale, zero
 from lensneurons.sites import site_width
@@ -97,7 +96,7 @@ class KnowledgeNeurons:
     # fitting -------------------------------------------------------------------------------------
     def fit(
         self,
-        model: HookedTransformer,
+        model: HookedModel,
         prompts: Prompts,
         reference_texts: Sequence[str] | None = None,
         progress: bool = True,
@@ -183,7 +182,7 @@ class KnowledgeNeurons:
 
     def evaluate(
         self,
-        model: HookedTransformer,
+        model: HookedModel,
         concepts: Sequence[str] | None = None,
         unrelated: str | Sequence[tuple[str, str]] | None = None,
         n_random: int = 0,
@@ -250,7 +249,7 @@ class KnowledgeNeurons:
 
 
 def answer_prob(
-    model: HookedTransformer,
+    model: HookedModel,
     prompt: str,
     answer: str | int,
     edit: NeuronEdit | None = None,
@@ -258,15 +257,14 @@ def answer_prob(
     edit_positions: str = "answer",
 ) -> float:
     """P(answer | prompt) (scored as in `lensneurons.attribution`), optionally under an edit applied at the
-    answer position (the last prompt token) or at every position."""
+    answer position (the last prompt token; the mask for a masked LM) or at every position."""
     if edit_positions not in EDIT_POSITIONS:
         raise ValueError(f"unknown edit_positions {edit_positions!r}; expected one of {EDIT_POSITIONS}")
     query = encode(model, prompt, answer, scoring)
     edits = [] if edit is None else [edit]
     positions = torch.tensor([query.position]) if edit_positions == "answer" else None
     with torch.no_grad(), patched(model, *edits, positions=positions):
-        final = model(query.tokens, stop_at_layer=model.cfg.n_layers)
-        return float(answer_logprob(model, final, query).exp())
+        return float(answer_logprob(model, final_resid(model, query.tokens), query).exp())
 
 
 POS_GROUPS = ("noun", "verb/adj/adv", "other")

@@ -11,6 +11,10 @@ grid loses completeness; there it uses each neuron's mean activation at the last
 prompts (measured on Gemma-3-270M, "The capital of Finland is" → " Helsinki", 20 steps: completeness
 error 5–244% per layer with zero, ≤ 1.2% with the mean baseline, ≤ 2.4% with zero and steps concentrated
 near 0, `alpha_power=3`). The mean keeps the paper's uniform grid and a baseline the model actually visits.
+
+Masked LMs (BERT names load as `HookedEncoder`): prompts are the masked patterns (PARAREL `[Y]` or the LAMA
+sentence's `[MASK]` replaced by the tokenizer's mask token) and, with ``scoring="auto"``, only facts whose
+answer is a single token are kept (Dai et al.'s setting), scored at the mask.
 """
 from __future__ import annotations
 
@@ -26,10 +30,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.figure import Figure
-from transformer_lens import HookedTransformer
+from transformer_lens import HookedEncoder
 
 from lensneurons.analyses.knowledge_neurons import KnowledgeNeurons, pos_group, summarise
-from lensneurons.attribution import encode
+from lensneurons.attribution import answer_logits, encode, final_resid
+from lensneurons.models import HookedModel
 from lensneurons.results import ResultsFolder
 
 Prompts = Mapping[str, Sequence[tuple[str, str]]]
@@ -48,7 +53,7 @@ class RunConfig:
     p: float = 50.0
     baseline: str = "auto"  # auto | zero | mean
     alpha_power: float = 1.0
-    scoring: str = "joint"
+    scoring: str = "auto"  # auto (joint for causal LMs, single for masked LMs) | joint | first | single
     unrelated: str | None = None  # fixed unrelated concept (None: `default_unrelated`)
     n_random: int = 5
     seed: int = 0
@@ -62,16 +67,22 @@ class RunConfig:
         return cls(**{**presets[name], **{k: v for k, v in overrides.items() if v is not None}})
 
 
-def candidate_prompts(cfg: RunConfig) -> dict[str, list[tuple[str, str]]]:
-    """All concepts of the configured dataset, in random order (seeded), as (prompt, answer) pairs."""
+def candidate_prompts(cfg: RunConfig, mask_token: str | None = None) -> dict[str, list[tuple[str, str]]]:
+    """All concepts of the configured dataset, in random order (seeded), as (prompt, answer) pairs:
+    prompts that end where the answer starts, or masked prompts when `mask_token` is given."""
     if cfg.data == "pararel":
         from lensneurons.data.pararel import pararel, to_prompts
 
-        prompts = to_prompts(pararel(relations=cfg.relations))
+        style = dict(style="masked", mask_token=mask_token) if mask_token else {}
+        prompts = to_prompts(pararel(relations=cfg.relations, **style))
     elif cfg.data == "lama":
         from lensneurons.data.lama import lama_conceptnet
 
-        prompts = {c.name: c.decoder_pairs() for c in lama_conceptnet(cfg.lama_path)}
+        concepts = lama_conceptnet(cfg.lama_path)
+        if mask_token:
+            prompts = {c.name: [(p.replace("[MASK]", mask_token), a) for p, a in c.masked_pairs()] for c in concepts}
+        else:
+            prompts = {c.name: c.decoder_pairs() for c in concepts}
         prompts = {k: v for k, v in prompts.items() if len(v) >= 2}
     else:
         raise ValueError(f"unknown data {cfg.data!r}; expected 'pararel' or 'lama'")
@@ -80,23 +91,34 @@ def candidate_prompts(cfg: RunConfig) -> dict[str, list[tuple[str, str]]]:
     return {k: prompts[k][: cfg.max_prompts] for k in keys}
 
 
-def top1_correct(model: HookedTransformer, prompt: str, answer: str) -> bool:
-    """Whether the answer's first token is the model's most likely next token after the prompt."""
+def top1_correct(model: HookedModel, prompt: str, answer: str) -> bool:
+    """Whether the answer's first token is the model's most likely token after the prompt (at the mask)."""
     q = encode(model, prompt, answer, "first")
     with torch.no_grad():
-        final = model(q.tokens, stop_at_layer=model.cfg.n_layers)
-        r = final[:, q.position : q.position + 1]
-        if model.cfg.normalization_type is not None:
-            r = model.ln_final(r)
-        return int(model.unembed(r)[0, 0].argmax()) == int(q.targets[0])
+        logits = answer_logits(model, final_resid(model, q.tokens), q)
+        return int(logits[0, 0].argmax()) == int(q.targets[0])
 
 
-def select(model: HookedTransformer, candidates: Prompts, cfg: RunConfig) -> tuple[dict, int]:
-    """The first `n_concepts` candidates answered correctly often enough; also how many were tried."""
+def resolve_scoring(model: HookedModel, scoring: str) -> str:
+    if scoring == "auto":
+        return "single" if isinstance(model, HookedEncoder) else "joint"
+    return scoring
+
+
+def is_single_token(model: HookedModel, answer: str) -> bool:
+    return len(model.tokenizer(answer, add_special_tokens=False)["input_ids"]) == 1
+
+
+def select(model: HookedModel, candidates: Prompts, cfg: RunConfig) -> tuple[dict, int]:
+    """The first `n_concepts` candidates answered correctly often enough; also how many were tried.
+    With single-token scoring, concepts whose answer is several tokens are passed over (not counted)."""
+    single = resolve_scoring(model, cfg.scoring) == "single"
     kept, tried = {}, 0
     for concept, pairs in candidates.items():
         if len(kept) >= cfg.n_concepts:
             break
+        if single and not all(is_single_token(model, a) for _, a in pairs):
+            continue
         tried += 1
         correct = [top1_correct(model, p, a) for p, a in pairs]
         if sum(correct) >= cfg.min_correct * len(pairs) and len(pairs) >= 2:
@@ -118,36 +140,37 @@ def default_unrelated(concepts: Mapping[str, object]) -> str:
     return min(reversed(list(concepts)), key=lambda c: size[relation[c]])
 
 
-def resolve_baseline(model: HookedTransformer, baseline: str) -> str:
+def resolve_baseline(model: HookedModel, baseline: str) -> str:
     if baseline == "auto":
-        return "mean" if model.cfg.use_normalization_before_and_after else "zero"
+        return "mean" if getattr(model.cfg, "use_normalization_before_and_after", False) else "zero"
     if baseline not in ("zero", "mean"):
         raise ValueError(f"unknown baseline {baseline!r}; expected auto, zero or mean")
     return baseline
 
 
 def run(
-    model: HookedTransformer, cfg: RunConfig, out: str | Path, prompts: Prompts | None = None, progress: bool = True
+    model: HookedModel, cfg: RunConfig, out: str | Path, prompts: Prompts | None = None, progress: bool = True
 ) -> dict:
     """Run the study into folder `out`; `prompts` ({concept: [(prompt, answer)]}) overrides the dataset."""
     folder = ResultsFolder(out)
     folder.json("config.json", asdict(cfg))
     started = time.time()
     if prompts is None:
-        kept, tried = select(model, candidate_prompts(cfg), cfg)
+        mask = model.tokenizer.mask_token if isinstance(model, HookedEncoder) else None
+        kept, tried = select(model, candidate_prompts(cfg, mask), cfg)
     else:
         kept, tried = select(model, {k: list(v)[: cfg.max_prompts] for k, v in prompts.items()}, cfg)
     if len(kept) < 2:
         raise ValueError(f"only {len(kept)} concept(s) answered correctly out of {tried} tried; need at least 2")
     baseline = resolve_baseline(model, cfg.baseline)
     reference = [p for pairs in kept.values() for p, _ in pairs] if baseline == "mean" else None
-    kn = KnowledgeNeurons(steps=cfg.steps, t=cfg.t, p=cfg.p, baseline=baseline, scoring=cfg.scoring,
+    kn = KnowledgeNeurons(steps=cfg.steps, t=cfg.t, p=cfg.p, baseline=baseline, scoring=resolve_scoring(model, cfg.scoring),
                           alpha_power=cfg.alpha_power, tolerance=float("inf"))
     kn.fit(model, kept, reference_texts=reference, progress=progress)
     fit_s = time.time() - started
     unrelated = cfg.unrelated if cfg.unrelated is not None else default_unrelated(kept)
     rows = kn.evaluate(model, unrelated=unrelated, n_random=cfg.n_random, random_state=cfg.seed, progress=progress)
-    pos = concept_pos(kept)
+    pos = concept_pos(kept, model.tokenizer.mask_token if isinstance(model, HookedEncoder) else None)
     summary = [{**r, "pos": pos[r["concept"]]} for r in summarise(rows)]
 
     n_layers = model.cfg.n_layers
@@ -175,14 +198,15 @@ def run(
             "baseline": baseline, "timings": timings}
 
 
-def concept_pos(prompts: Prompts) -> dict[str, str]:
+def concept_pos(prompts: Prompts, mask_token: str | None = None) -> dict[str, str]:
     """Part-of-speech group of each concept's answer in its first prompt (`pos_group`); "unknown" when
     NLTK's tagger data are missing."""
     out = {}
     for concept, pairs in prompts.items():
         prompt, answer = pairs[0]
+        text = prompt.replace(mask_token, answer) if mask_token and mask_token in prompt else prompt + answer
         try:
-            out[concept] = pos_group(prompt + answer, answer.strip())
+            out[concept] = pos_group(text, answer.strip())
         except LookupError:
             out[concept] = "unknown"
     return out
@@ -256,7 +280,8 @@ def layer_bar(counts: Sequence[int]) -> Figure:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="gemma-3-270m", help="embedded model or any TransformerLens name")
+    parser.add_argument("--model", default="gemma-3-270m",
+                        help="embedded model or any TransformerLens name (BERT names: masked-LM prompts)")
     parser.add_argument("--preset", default="paper", help="demo | paper")
     parser.add_argument("--data", default=None, help="pararel | lama")
     parser.add_argument("--relations", nargs="+", default=None, help="PARAREL relations, e.g. P36 P103")
@@ -267,6 +292,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--p", type=float, default=None, help="sharing percentage, in (0, 100]")
     parser.add_argument("--baseline", default=None, help="auto | zero | mean")
     parser.add_argument("--alpha-power", type=float, default=None, help="> 1 puts IG steps near the baseline")
+    parser.add_argument("--scoring", default=None, help="auto | joint | first | single (multi-token answers)")
     parser.add_argument("--unrelated", default=None, help="fixed unrelated concept (a key of the data)")
     parser.add_argument("--n-random", type=int, default=None)
     parser.add_argument("--seed", type=int, default=None)
@@ -282,7 +308,7 @@ def main(args: argparse.Namespace) -> None:
     cfg = RunConfig.preset(
         args.preset, model=args.model, data=args.data, relations=args.relations, n_concepts=args.n_concepts,
         max_prompts=args.max_prompts, steps=args.steps, t=args.t, p=args.p, baseline=args.baseline,
-        alpha_power=args.alpha_power, unrelated=args.unrelated, n_random=args.n_random, seed=args.seed,
+        alpha_power=args.alpha_power, scoring=args.scoring, unrelated=args.unrelated, n_random=args.n_random, seed=args.seed,
         lama_path=args.lama_path,
     )
     started = time.time()
