@@ -482,23 +482,27 @@ class Stack:
         if self._sorted:
             return
         ids = torch.cat(self._ids) if len(self._ids) > 1 else self._ids[0]
-        if ids.numel() <= 1 or bool((ids[1:] > ids[:-1]).all()):  # in order, so no duplicates
-            values = torch.cat(self._values) if len(self._values) > 1 else self._values[0]
+        if len(self._values) == 1 and (ids.numel() <= 1 or bool((ids[1:] > ids[:-1]).all())):
+            values = self._values[0]  # one chunk in order (and so without duplicates)
         else:
             order = torch.argsort(ids)
             ids = ids[order]
             dup = ids[1:] == ids[:-1]
             if dup.any():
                 raise ValueError(f"duplicate text id {int(ids[1:][dup][0])} in Stack")
-            # each batch's rows go straight to their places: no concatenated intermediate
+            # Each batch's rows go straight to their places and the batch is freed at once, so the
+            # rows are held about once, not twice as with a concatenation. Newest batches first: they
+            # sit at the top of the heap, where freed memory goes back to the OS.
             dest = torch.empty_like(order)
             dest[order] = torch.arange(len(order), device=order.device)
             dtype = functools.reduce(torch.promote_types, (v.dtype for v in self._values))
             values = torch.empty((len(ids), *self._values[0].shape[1:]), dtype=dtype, device=ids.device)
-            offset = 0
-            for batch in self._values:
-                values.index_copy_(0, dest[offset : offset + len(batch)], batch.to(dtype))
-                offset += len(batch)
+            end = len(ids)
+            while self._values:
+                batch = self._values.pop()
+                values.index_copy_(0, dest[end - len(batch) : end], batch.to(dtype))
+                end -= len(batch)
+                del batch
         self._values, self._ids, self._sorted = [values], [ids], True
 
     def merge(self, other: "Stack") -> "Stack":
