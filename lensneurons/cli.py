@@ -9,7 +9,7 @@ import time
 
 def _language_neurons(args: argparse.Namespace) -> None:
     from lensneurons.models import load_model
-    from lensneurons.pipelines.language_neurons import RunConfig, run
+    from lensneurons.pipelines.language_neurons import RunConfig, load_texts, run
 
     cfg = RunConfig.preset(
         args.preset,
@@ -25,8 +25,9 @@ def _language_neurons(args: argparse.Namespace) -> None:
         ablation_ks=args.ablation_ks,
     )
     started = time.time()
+    data = load_texts(cfg)  # a missing dataset fails here, before the model takes its time to load
     model = load_model(cfg.model, device=args.device)
-    result = run(model, cfg, args.out, progress=not args.quiet)
+    result = run(model, cfg, args.out, data=data, progress=not args.quiet)
     print(f"\nSteering: % of {cfg.seeds} generations in the target language (fastText score > 0.5)")
     for row in result["steering"]:
         print("  " + "  ".join(f"{k}={v}" for k, v in row.items()))
