@@ -100,6 +100,17 @@ def test_generation_is_steered_and_seeded(model, fitted):
     assert not torch.allclose(steered, model(bos))
 
 
+def test_drop_activations_keeps_what_steering_needs(model):
+    ln = LanguageNeurons(k=5, batch_size=4).fit(model, toy_texts(), progress=False)
+    cfg = SteeringConfig(seeds=[1, 2], max_new_tokens=4, batch_size=2)
+    before = ln.generate(model, "de", "both", cfg)
+    ln.activation_split("de")
+    ln.drop_activations()
+    assert ln.generate(model, "de", "both", cfg) == before
+    with pytest.raises(RuntimeError, match="drop_activations"):
+        ln.activation_split("de")
+
+
 def test_score_generations_counts_confident_hits():
     row = score_generations(["Das ist ein sehr schönes Haus.", "This is a house.", ""], "de")
     assert row["rate"] == pytest.approx(1 / 3)

@@ -149,9 +149,17 @@ class LanguageNeurons:
     def activation_split(self, lang: str, which: str = "top") -> tuple[Float[Tensor, "n"], Float[Tensor, "m"]]:
         """Mean activation over `lang`'s neurons, for target-language texts and for the other texts."""
         s = self.neurons(lang, which)
+        if self.activations_ is None:
+            raise RuntimeError("activation_split needs the pooled activations, which drop_activations() released")
         per_text = self.activations_[:, s.layers, s.indices].mean(1)
         idx, labels = self.data_.labelled(lang)
         return per_text[idx[labels]], per_text[idx[~labels]]
+
+    def drop_activations(self) -> LanguageNeurons:
+        """Release the pooled activations kept for `activation_split` (0.87 GB for the paper's texts on
+        Gemma-3-270M); scores, medians and neuron sets stay, so steering still works."""
+        self.activations_ = None
+        return self
 
     # steering -----------------------------------------------------------------------------
     def generate(

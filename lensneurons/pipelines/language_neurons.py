@@ -93,6 +93,8 @@ def run(
         folder.json("timings.json", timings)
     ln = LanguageNeurons(k=cfg.k, pooling=cfg.pooling).fit_activations(acts, data)
     _write_neurons(folder, ln)
+    del acts  # generation needs only the scores and medians: keep peak memory down
+    ln.drop_activations()
 
     steering = _steering(model, ln, data, cfg, folder, progress)
     if cfg.ablation_ks:
