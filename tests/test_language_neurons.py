@@ -111,6 +111,17 @@ def test_drop_activations_keeps_what_steering_needs(model):
         ln.activation_split("de")
 
 
+def test_from_scores_rebuilds_the_fitted_sets(model, fitted):
+    again = LanguageNeurons.from_scores(fitted.scores_, fitted.medians_, fitted.languages_, k=fitted.k)
+    for lang in fitted.languages_:
+        for which in ("top", "bottom", "both", "middle"):
+            assert again.neurons(lang, which) == fitted.neurons(lang, which)
+    cfg = SteeringConfig(seeds=[1, 2], max_new_tokens=4, batch_size=2)
+    assert again.generate(model, "de", "both", cfg) == fitted.generate(model, "de", "both", cfg)
+    with pytest.raises(ValueError, match="one row per language"):
+        LanguageNeurons.from_scores(fitted.scores_, fitted.medians_, ["de"], k=fitted.k)
+
+
 def test_score_generations_counts_confident_hits():
     row = score_generations(["Das ist ein sehr schönes Haus.", "This is a house.", ""], "de")
     assert row["rate"] == pytest.approx(1 / 3)

@@ -80,28 +80,57 @@ class LanguageNeurons:
         if acts.shape[0] != len(data.texts):
             raise ValueError(f"activations have {acts.shape[0]} rows but data has {len(data.texts)} texts")
         n_layers, width = acts.shape[1:]
-        if not 1 <= self.k <= n_layers * width // 2:
-            raise ValueError(
-                f"k={self.k} must be between 1 and half the number of neurons ({n_layers * width // 2}) "
-                "so that the top-k and bottom-k sets do not overlap"
-            )
-        self.languages_ = list(data.languages)
-        self.n_layers_, self.width_ = n_layers, width
+        self._check_k(n_layers, width)
         scores, medians = [], []
-        for lang in self.languages_:
+        for lang in data.languages:
             idx, labels = data.labelled(lang)
             # rows= ranks this language's texts without copying them out of `acts`
             ap = average_precision(acts.flatten(1), labels, rows=torch.as_tensor(idx))
             scores.append(ap.view(n_layers, width).float())
             medians.append(median(acts[torch.as_tensor(data.positives[lang])]))
-        self.scores_: Float[Tensor, "lang layer neuron"] = torch.stack(scores)
-        self.medians_: Float[Tensor, "lang layer neuron"] = torch.stack(medians)
-        self.top_ = {lang: self.neurons(lang, "top") for lang in self.languages_}
-        self.bottom_ = {lang: self.neurons(lang, "bottom") for lang in self.languages_}
-        self.middle_ = {lang: self.neurons(lang, "middle") for lang in self.languages_}
+        self._set_scores(torch.stack(scores), torch.stack(medians), data.languages)
         self.activations_ = acts
         self.data_ = data
         return self
+
+    @classmethod
+    def from_scores(
+        cls,
+        scores: Float[Tensor, "lang layer neuron"],
+        medians: Float[Tensor, "lang layer neuron"],
+        languages: Sequence[str],
+        k: int = 1000,
+        site: str = "mlp",
+    ) -> LanguageNeurons:
+        """Rebuild a fitted object from saved AP scores and medians (a pipeline's `ap_scores.pt`), for
+        steering and neuron sets without recollecting activations (`activation_split` needs `fit`)."""
+        if scores.shape != medians.shape or scores.shape[0] != len(languages):
+            raise ValueError(
+                f"scores {tuple(scores.shape)} and medians {tuple(medians.shape)} must have the same shape, "
+                f"with one row per language ({len(languages)})"
+            )
+        out = cls(k=k, site=site)
+        out._set_scores(scores.float(), medians.float(), languages)
+        out.activations_ = None
+        return out
+
+    def _check_k(self, n_layers: int, width: int) -> None:
+        if not 1 <= self.k <= n_layers * width // 2:
+            raise ValueError(
+                f"k={self.k} must be between 1 and half the number of neurons ({n_layers * width // 2}) "
+                "so that the top-k and bottom-k sets do not overlap"
+            )
+
+    def _set_scores(self, scores: Tensor, medians: Tensor, languages: Sequence[str]) -> None:
+        n_layers, width = scores.shape[1:]
+        self._check_k(n_layers, width)
+        self.languages_ = list(languages)
+        self.n_layers_, self.width_ = n_layers, width
+        self.scores_: Float[Tensor, "lang layer neuron"] = scores
+        self.medians_: Float[Tensor, "lang layer neuron"] = medians
+        self.top_ = {lang: self.neurons(lang, "top") for lang in self.languages_}
+        self.bottom_ = {lang: self.neurons(lang, "bottom") for lang in self.languages_}
+        self.middle_ = {lang: self.neurons(lang, "middle") for lang in self.languages_}
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "scores_"):
