@@ -191,7 +191,8 @@ def _mask_position_means(model: HookedEncoder, texts: Sequence[str]) -> Tensor:
         raise ValueError("mean_activations needs at least one reference text")
     total = torch.zeros(model.cfg.n_layers, site_width(model, "mlp"), dtype=torch.float64)
     for text in texts:
-        query = _encode_masked(model, text, [model.tokenizer.mask_token_id], "single")
+        # the answer is irrelevant here: only the activations at the mask are used
+        query = encode(model, text, model.tokenizer.mask_token_id, "single")
         _, acts, _ = _clean_pass(model, query, list(range(model.cfg.n_layers)))
         total += torch.stack([acts[layer].double().cpu() for layer in range(model.cfg.n_layers)])
     return (total / len(texts)).float()

@@ -111,8 +111,7 @@ class LanguageNeurons:
             )
         out = cls(k=k, site=site)
         out._set_scores(scores.float(), medians.float(), languages)
-        out.activations_ = None
-        return out
+        return out.drop_activations()
 
     def _check_k(self, n_layers: int, width: int) -> None:
         if not 1 <= self.k <= n_layers * width // 2:
@@ -179,7 +178,10 @@ class LanguageNeurons:
         """Mean activation over `lang`'s neurons, for target-language texts and for the other texts."""
         s = self.neurons(lang, which)
         if self.activations_ is None:
-            raise RuntimeError("activation_split needs the pooled activations, which drop_activations() released")
+            raise RuntimeError(
+                "activation_split needs the pooled activations: fit keeps them, from_scores has none and "
+                "drop_activations() releases them"
+            )
         per_text = self.activations_[:, s.layers, s.indices].mean(1)
         idx, labels = self.data_.labelled(lang)
         return per_text[idx[labels]], per_text[idx[~labels]]
