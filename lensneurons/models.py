@@ -1,8 +1,6 @@
 """Loading models: any TransformerLens name, the embedded Gemma-3-270M, and tiny random test models."""
 from __future__ import annotations
 
-import ctypes
-import gc
 import hashlib
 import importlib.util
 import os
@@ -13,6 +11,8 @@ from pathlib import Path
 
 import torch
 from transformer_lens import HookedEncoder, HookedTransformer, HookedTransformerConfig
+
+from lensneurons.memory import release_freed_memory
 
 # What the analyses accept: causal LMs, and masked LMs (BERT) where an analysis supports them.
 HookedModel = HookedTransformer | HookedEncoder
@@ -105,21 +105,8 @@ def _load_embedded(name: str, device: torch.device, dtype: torch.dtype) -> Hooke
     )
     del hf_model
     model = contiguous_linear_weights(model).eval()
-    _release_freed_memory()
+    release_freed_memory()  # the HF → TransformerLens conversion frees ~0.4 GB glibc would keep
     return model
-
-
-def _release_freed_memory() -> None:
-    """Hand memory freed by the HF → TransformerLens conversion back to the OS.
-
-    glibc keeps freed heap pages; after loading Gemma-3-270M they are ~0.4 GB that every later
-    stage would carry (measured: 2.92 GB resident → 2.55 GB after trimming). No-op off glibc.
-    """
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def contiguous_linear_weights(model: HookedTransformer) -> HookedTransformer:

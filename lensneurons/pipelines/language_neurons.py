@@ -24,6 +24,7 @@ from lensneurons.analyses.language_neurons import (
     score_generations,
 )
 from lensneurons.data.multilingual import LanguageTexts, flores200, kojima2024
+from lensneurons.memory import map_large_blocks, release_freed_memory
 from lensneurons.results import ResultsFolder
 
 
@@ -74,7 +75,12 @@ def load_texts(cfg: RunConfig) -> LanguageTexts:
 def run(
     model: HookedTransformer, cfg: RunConfig, out: str | Path, data: LanguageTexts | None = None, progress: bool = True
 ) -> dict:
-    """Run (or resume) the study into folder `out`; `data` defaults to the dataset `cfg` names."""
+    """Run (or resume) the study into folder `out`; `data` defaults to the dataset `cfg` names.
+
+    Sets glibc to map blocks of 4 MiB and more separately for the rest of the process: otherwise the
+    AP worker threads' arenas keep ~0.4 GB of freed temporaries (peak 4.41 → 4.07 GB with two threads).
+    """
+    map_large_blocks()
     folder = ResultsFolder(out)
     previous = folder.read_json("config.json")
     if previous is not None and previous != asdict(cfg):
@@ -95,6 +101,7 @@ def run(
     _write_neurons(folder, ln)
     del acts  # generation needs only the scores and medians: keep peak memory down
     ln.drop_activations()
+    release_freed_memory()
 
     steering = _steering(model, ln, data, cfg, folder, progress)
     if cfg.ablation_ks:
