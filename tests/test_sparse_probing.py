@@ -136,6 +136,23 @@ def test_subset_probe_equals_probe_on_gathered_columns():
     torch.testing.assert_close(a.accuracy(x, y), b.accuracy(x[..., [3, 7, 0]], y))
 
 
+def test_mask_probes_of_different_widths_equal_probes_on_their_columns():
+    x, y, _ = planted(40, 1, 12, INFORMATIVE)
+    x, y = x[:, 0][None], y[None]
+    cols = [[3, 7, 0], [1, 2, 3, 4, 5, 6, 7, 8, 9]]
+    mask = torch.zeros(2, 1, 12, dtype=torch.bool)
+    for v, c in enumerate(cols):
+        mask[v, 0, c] = True
+    fit = train_probes(x, y, mask=mask, steps=100)
+    for v, c in enumerate(cols):
+        ref = train_probes(x[..., c], y, steps=100, solver="adam")
+        torch.testing.assert_close(fit.weight[v, 0, c], ref.weight[0, 0])
+        torch.testing.assert_close(fit.bias[v], ref.bias[0])
+        assert fit.weight[v, 0].count_nonzero() <= len(c)
+        assert fit.gate[v, 0].nonzero().flatten().tolist() == sorted(c)
+        torch.testing.assert_close(fit.accuracy(x, y)[v], ref.accuracy(x[..., c], y)[0])
+
+
 def test_sparsity_grows_as_lambda_falls():
     x, y, _ = planted(150, 1, 24, [2, 5], shift=3.0)
     fit = train_probes(x[:, 0][None], y[None], lams=torch.tensor([1.0, 0.3, 0.02]), gated=True, steps=400)
@@ -315,15 +332,28 @@ def test_cross_task_diagonal_equals_own_test_accuracy(fitted):
     assert sp.cross_task_[0, 2] < 0.75  # different neurons: does not
 
 
-def test_subset_probes_split_into_pieces_give_the_same_accuracy(fitted, monkeypatch):
-    import lensneurons.analyses.sparse_probing as sp_mod
+def test_wide_subset_probes_train_together_as_masks(fitted, monkeypatch):
+    import lensneurons.probes as probes_mod
 
     sp, data = fitted
     batch = sp._prepare(["task_a"], data, 2, 16)
-    subset = torch.stack([top_k_subsets(torch.randn(2, 16), 4) for _ in range(3)])
-    whole = sp._subset_accuracy(batch, subset)
-    monkeypatch.setattr(sp_mod, "_GATHER_BUDGET", 1)
-    torch.testing.assert_close(sp._subset_accuracy(batch, subset), whole)
+    gen = torch.Generator().manual_seed(1)
+    subsets = [torch.stack([top_k_subsets(torch.randn(2, 16, generator=gen), k) for _ in range(3)]) for k in (3, 5, 8)]
+    monkeypatch.setattr(probes_mod, "NEWTON_MAX_WIDTH", 4)  # k = 5 and 8 train as masks, together; k = 3 by Newton
+    together = sp._subset_accuracies(batch, subsets)
+    monkeypatch.setattr(probes_mod, "_MASK_BUDGET", 1)  # one variant per call
+    torch.testing.assert_close(sp._subset_accuracies(batch, subsets), together)
+    # reference: each probe alone on its gathered columns (Adam for the masked ones, as in the batch)
+    (x, y, valid), (xt, yt, vt) = batch["train"], batch["test"]
+    for s, acc in zip(subsets, together):
+        solver = "newton" if s.shape[2] <= 4 else "adam"
+        for v in range(s.shape[0]):
+            for g in range(s.shape[1]):
+                cols = s[v, g]
+                ref = train_probes(x[g : g + 1][..., cols], y[g : g + 1], valid=valid[g : g + 1], solver=solver,
+                                   steps=sp.steps, lr=sp.lr, C=sp.C)
+                expected = ref.accuracy(xt[g : g + 1][..., cols], yt[g : g + 1], vt[g : g + 1])[0, 0]
+                torch.testing.assert_close(acc[v, g], expected)
 
 
 def test_random_match_k(fitted):
@@ -362,6 +392,14 @@ def test_bad_input_is_a_clear_error(fitted):
         train_probes(acts[:, 0][None], torch.ones(1, 20, dtype=torch.bool))
     with pytest.raises(ValueError, match="same neuron twice"):
         train_probes(acts[:, 0][None], labels[None], subset=torch.tensor([[[1, 2, 1]]]))
+    one_mask = torch.zeros(1, 1, 8, dtype=torch.bool)
+    with pytest.raises(ValueError, match="at least one neuron"):
+        train_probes(acts[:, 0][None], labels[None], mask=one_mask)
+    one_mask[..., 2] = True
+    with pytest.raises(ValueError, match="one of subset and mask"):
+        train_probes(acts[:, 0][None], labels[None], mask=one_mask, subset=torch.tensor([[[1]]]))
+    with pytest.raises(ValueError, match="not as a mask"):
+        train_probes(acts[:, 0][None], labels[None], mask=one_mask, solver="newton")
     with pytest.raises(ValueError, match="needs lams"):
         train_probes(acts[:, 0][None], labels[None], gated=True)
     with pytest.raises(ValueError, match="solver"):

@@ -13,7 +13,8 @@ probe input (label: grammatical). Per layer and task:
 
 All probes of a chunk of tasks train together (variants × layers × tasks in one tensor computation):
 mask probes and probes on more than ``probes.NEWTON_MAX_WIDTH`` (64) neurons by ``steps`` full-batch Adam
-steps, the narrower top-k / random-k probes by batched Newton's method (``train_probes(solver="auto")``).
+steps (all wide top-k and random-k probes of a chunk in one call, as 0/1 masks over the shared features),
+the narrower top-k / random-k probes by batched Newton's method (``train_probes(solver="auto")``).
 
     sp = SparseProbing(lams=[1.0, 0.5, 0.2, 0.1], cross_layer=6).fit(model, load_blimp(), store=store)
     sp.mask_accuracy_[:, layer, task], sp.mask_density_, sp.topk_accuracy_, sp.cross_task_
@@ -35,7 +36,7 @@ from lensneurons.activations import pooled_activations
 from lensneurons.data.blimp import MinimalPair, sentences
 from lensneurons.models import weights_digest
 from lensneurons.neurons import NeuronSet
-from lensneurons.probes import HardConcrete, ProbeFit, check_lams, train_probes
+from lensneurons.probes import HardConcrete, ProbeFit, check_lams, subset_probe_accuracies, train_probes
 from lensneurons.sites import check_layers
 from lensneurons.stats import welch_t
 from lensneurons.store import ActivationStore
@@ -51,7 +52,6 @@ __all__ = [
 ]
 
 TaskData = tuple[Tensor, Tensor, Tensor]  # (acts text×layer×neuron, labels, pair index)
-_GATHER_BUDGET = 1 << 26  # elements of gathered features per subset-probe call (256 MiB in float32)
 
 
 # --------------------------------------------------------------------------- activations
@@ -386,14 +386,15 @@ class SparseProbing:
             "spearman_": per_layer_task(spearman(masked.gate, t_groups.abs().expand_as(masked.gate))),
         }
         out["gates"] = masked.gate.unflatten(1, (n_tasks, n_layers)).transpose(1, 2)
-        out["topk_accuracy_"] = per_layer_task(
-            torch.stack([self._subset_accuracy(batch, top_k_subsets(t_groups, k)[None]) for k in self.ks_]).squeeze(1)
-        )
         top = top_k_subsets(t_groups, self.top_k_)
-        out["top_reference_accuracy_"] = per_layer_task(self._subset_accuracy(batch, top[None])[0])
+        subsets = [top_k_subsets(t_groups, k)[None] for k in self.ks_] + [top[None]]
         if self.n_random > 0:
-            rand = [self._subset_accuracy(batch, _random_complement(top, d, k, self.n_random, gen)) for k in self.random_ks_]
-            out["random_accuracy_"] = per_layer_task(torch.stack(rand))
+            subsets += [_random_complement(top, d, k, self.n_random, gen) for k in self.random_ks_]
+        acc = self._subset_accuracies(batch, subsets)
+        out["topk_accuracy_"] = per_layer_task(torch.cat(acc[: len(self.ks_)]))
+        out["top_reference_accuracy_"] = per_layer_task(acc[len(self.ks_)][0])
+        if self.n_random > 0:
+            out["random_accuracy_"] = per_layer_task(torch.stack(acc[len(self.ks_) + 1 :]))
         # cross-task: the probes of this chunk at the chosen layer, folded to act on raw features
         groups = torch.arange(n_tasks) * n_layers + self.cross_layer_
         lam_rows = [self._lam_index(self.cross_lam), self._lam_index(1.0)]
@@ -403,16 +404,10 @@ class SparseProbing:
         out["cross_test"] = (xt[groups], yt[groups], vt[groups])
         return out
 
-    def _subset_accuracy(self, batch: dict, subset: Int[Tensor, "variant group k"]) -> Tensor:
-        x, y, valid = batch["train"]
-        xt, yt, vt = batch["test"]
-        # the gathered features are variant × group × text × k: split the variants to bound their size
-        per_variant = subset.shape[1] * x.shape[1] * subset.shape[2]
-        step = max(1, _GATHER_BUDGET // per_variant)
-        return torch.cat([
-            self._train(x, y, valid, subset=subset[i : i + step]).accuracy(xt, yt, vt)
-            for i in range(0, subset.shape[0], step)
-        ])
+    def _subset_accuracies(self, batch: dict, subsets: list[Tensor]) -> list[Tensor]:
+        return subset_probe_accuracies(
+            batch["train"], batch["test"], subsets, C=self.C, steps=self.steps, lr=self.lr, seed=self.random_state
+        )
 
     def _lam_index(self, lam: float) -> int:
         hits = (self.lams_ - lam).abs() < 1e-6
