@@ -16,6 +16,10 @@ Reports wall time of each, the ratio B/A, and test accuracy side by side (mean a
 With ``--k`` every probe reads only the k neurons of highest |Welch t| on its train split (the top-k and
 random-k probes of paper S, which are most of its probes); both sides get the same columns.
 
+With ``--study`` each (layer, task) gets the plain probes of the sparse-probing study instead: top-k for k on
+the powers-of-two grid up to d, and ``--draws`` random draws of k neurons outside the top 1% for k on the
+grid from 1% of d (``subset_probe_accuracies``: Newton for k <= 64, all wider ones as masks in one Adam run).
+
 Synthetic features mimic BLiMP EOS states: per pair a shared random base, grammatical sentences shifted
 along a random direction whose strength varies by layer.
 """
@@ -26,7 +30,7 @@ import numpy as np
 import torch
 
 from lensneurons.analyses.sparse_probing import pair_split
-from lensneurons.probes import NEWTON_MAX_WIDTH, train_probes
+from lensneurons.probes import NEWTON_MAX_WIDTH, subset_probe_accuracies, train_probes
 from lensneurons.store import ActivationStore
 
 
@@ -77,6 +81,46 @@ def sklearn_loop(x, y, xt, yt, subset=None):
     return np.array(acc)
 
 
+def study_subsets(x, y, draws: int, seed: int = 0) -> list[torch.Tensor]:
+    """The sparse-probing study's plain-probe subsets (variant, group, k): top-k per k, random draws per k."""
+    from lensneurons.analyses.sparse_probing import _random_complement, log_grid, top_k_subsets
+    from lensneurons.stats import welch_t
+
+    d = x.shape[2]
+    t = torch.stack([welch_t(x[g], y[g]).float() for g in range(x.shape[0])]).nan_to_num(0.0)
+    top_k = max(1, round(0.01 * d))
+    top = top_k_subsets(t, top_k)
+    gen = torch.Generator().manual_seed(seed)
+    return [top_k_subsets(t, k)[None] for k in log_grid(d)] + [
+        _random_complement(top, d, k, draws, gen) for k in log_grid(d - top_k, top_k) if k <= d - top_k
+    ]
+
+
+def study(x, y, xt, yt, args) -> None:
+    subsets = study_subsets(x, y, args.draws)
+    n_probes = sum(s.shape[0] * s.shape[1] for s in subsets)
+    print(f"study mode: {n_probes} probes ({len(subsets)} subset sizes × variants × {x.shape[0]} groups)")
+    valid, vt = torch.ones_like(y), torch.ones_like(yt)
+    subset_probe_accuracies((x[:1, :, :8], y[:1], valid[:1]), (xt[:1, :, :8], yt[:1], vt[:1]),
+                            [torch.tensor([[[0, 1]]])])  # warm-up
+    started = time.perf_counter()
+    ours = subset_probe_accuracies((x, y, valid), (xt, yt, vt), subsets, steps=args.steps, lr=args.lr)
+    t_batched = time.perf_counter() - started
+    started = time.perf_counter()
+    ref = [np.stack([sklearn_loop(x, y, xt, yt, s[v]) for v in range(s.shape[0])]) for s in subsets]
+    t_loop = time.perf_counter() - started
+    ours_all = np.concatenate([o.flatten().numpy() for o in ours])
+    ref_all = np.concatenate([r.flatten() for r in ref])
+    gap = np.abs(ours_all - ref_all)
+    print(f"A subset_probe_accuracies (Newton k <= {NEWTON_MAX_WIDTH}, masks + {args.steps} Adam steps above): "
+          f"{t_batched:8.2f} s   mean test accuracy {ours_all.mean():.4f}")
+    print(f"B loop of sklearn LogisticRegression: {t_loop:8.2f} s   mean test accuracy {ref_all.mean():.4f}")
+    print(f"B/A = {t_loop / t_batched:.1f}x   accuracy gap per probe: mean {gap.mean() * 100:.2f} points, "
+          f"max {gap.max() * 100:.2f} points")
+    for s, o, r in zip(subsets, ours, ref):
+        print(f"  k = {s.shape[2]:4d} ({s.shape[0]} variant(s)): accuracy {o.mean():.4f} vs {r.mean():.4f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--layers", type=int, default=18)
@@ -89,6 +133,8 @@ def main() -> None:
     parser.add_argument("--store", default=None, help="a complete ActivationStore of EOS states")
     parser.add_argument("--solver", default="auto", choices=["auto", "adam", "newton"])
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--study", action="store_true", help="the study's top-k and random-k probes per group")
+    parser.add_argument("--draws", type=int, default=5, help="random draws per k with --study")
     args = parser.parse_args()
 
     if args.store:
@@ -101,6 +147,8 @@ def main() -> None:
           f"k = {args.k or 'all'}, "
           f"torch threads {torch.get_num_threads()}")
 
+    if args.study:
+        return study(x, y, xt, yt, args)
     subset = None if args.k is None else top_k_columns(x, y, args.k)
     dev = torch.device(args.device)
     # warm-up outside the timed regions: imports and first-call set-up of both sides
