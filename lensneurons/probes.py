@@ -288,9 +288,9 @@ def train_probes(
 def subset_probe_accuracies(
     train: tuple[Float[Tensor, "group text neuron"], Bool[Tensor, "group text"], Bool[Tensor, "group text"]],
     test: tuple[Float[Tensor, "group test neuron"], Bool[Tensor, "group test"], Bool[Tensor, "group test"]],
-    subsets: list[Tensor],
+    subsets: list[Int[Tensor, "_ group _"]],
     **kwargs,
-) -> list[Tensor]:
+) -> list[Float[Tensor, "_ group"]]:
     """Test accuracy (variant, group) of plain probes on each of ``subsets`` (each variant × group × k).
 
     ``train`` and ``test`` are (features, labels, valid). Subsets of at most ``NEWTON_MAX_WIDTH`` neurons are
