@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--neurons", type=int, default=36864)
     parser.add_argument("--langs", type=int, default=6)
     parser.add_argument("--reference-neurons", type=int, default=300, help="neurons scored with sklearn")
-    parser.add_argument("--chunk-size", type=int, default=1024)
+    parser.add_argument("--chunk-size", type=int, default=512)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.texts % args.langs:
