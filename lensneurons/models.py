@@ -281,7 +281,7 @@ def _build_byte_tokenizer(folder: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def weights_digest(model: HookedTransformer) -> str:
+def weights_digest(model: HookedModel) -> str:
     """A short fingerprint of a model's weights, for cache keys of derived results."""
     h = hashlib.sha256()
     for name, p in sorted(model.state_dict().items()):

@@ -338,6 +338,27 @@ def test_evaluate_rows(model, fitted):
     assert s["mean_relative_change"] == pytest.approx(sum(r["relative_change"] for r in own) / 3)
 
 
+def test_fit_resumes_from_its_attribution_cache(model, fitted, tmp_path, monkeypatch):
+    import lensneurons.analyses.knowledge_neurons as kn_mod
+
+    calls = []
+    real = kn_mod.integrated_gradients
+    monkeypatch.setattr(kn_mod, "integrated_gradients", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    first = {"mat": CONCEPTS["mat"]}
+    KnowledgeNeurons(steps=4, t=0.2, p=50).fit(model, first, progress=False, cache=tmp_path)
+    assert len(calls) == len(CONCEPTS["mat"])
+    # a run that stopped after the first concept: only the other concepts' prompts are attributed again
+    kn = KnowledgeNeurons(steps=4, t=0.2, p=50).fit(model, CONCEPTS, progress=False, cache=tmp_path)
+    assert len(calls) == sum(len(v) for v in CONCEPTS.values())
+    for c in CONCEPTS:
+        assert torch.equal(kn.attributions_[c], fitted.attributions_[c])
+        assert torch.equal(kn.probs_[c], fitted.probs_[c])
+        assert kn.neurons_[c] == fitted.neurons_[c]
+    # other settings are other cache entries
+    KnowledgeNeurons(steps=5, t=0.2, p=50).fit(model, first, progress=False, cache=tmp_path)
+    assert len(calls) == sum(len(v) for v in CONCEPTS.values()) + len(CONCEPTS["mat"])
+
+
 def test_fit_bad_input(model):
     with pytest.raises(ValueError, match="prompts is empty"):
         KnowledgeNeurons().fit(model, {})
@@ -383,6 +404,26 @@ def test_pipeline_writes_results(model, tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore::lensneurons.attribution.CompletenessWarning")  # 3 steps are coarse
+def test_pipeline_resumes_from_saved_selection_and_attributions(model, tmp_path, monkeypatch):
+    import lensneurons.analyses.knowledge_neurons as kn_mod
+    from lensneurons.pipelines import knowledge_neurons as pipe
+
+    monkeypatch.setattr(pipe, "candidate_prompts", lambda cfg, mask=None: {c: list(v) for c, v in CONCEPTS.items()})
+    selections, attributions = [], []
+    real_select, real_ig = pipe.select, kn_mod.integrated_gradients
+    monkeypatch.setattr(pipe, "select", lambda *a: selections.append(1) or real_select(*a))
+    monkeypatch.setattr(kn_mod, "integrated_gradients", lambda *a, **k: attributions.append(1) or real_ig(*a, **k))
+    cfg = pipe.RunConfig(n_concepts=3, max_prompts=3, steps=3, min_correct=0.0, n_random=1, baseline="zero")
+    first = pipe.run(model, cfg, tmp_path, progress=False)
+    n_prompts = len(attributions)
+    assert selections == [1] and n_prompts == sum(len(v) for v in CONCEPTS.values())
+    again = pipe.run(model, cfg, tmp_path, progress=False)
+    assert selections == [1] and len(attributions) == n_prompts  # nothing recomputed
+    assert again["summary"] == first["summary"]
+    pipe.run(model, pipe.RunConfig(**{**cfg.__dict__, "n_concepts": 2}), tmp_path, progress=False)
+    assert selections == [1, 1]  # another configuration selects again
+
+
 def test_fit_with_mean_baseline(model):
     refs = ["some reference text", "and another"]
     kn = KnowledgeNeurons(steps=3, baseline="mean").fit(model, {"mat": CONCEPTS["mat"][:2]}, refs, progress=False)

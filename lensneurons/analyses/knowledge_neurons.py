@@ -14,6 +14,9 @@ on unrelated prompts.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import random
 from collections.abc import Mapping, Sequence
 
@@ -22,9 +25,10 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 from lensneurons.attribution import answer_logprob, encode, final_resid, integrated_gradients, mean_activations
-from lensneurons.models import HookedModel
+from lensneurons.models import HookedModel, weights_digest
 from lensneurons.neurons import NeuronSet
 from lensneurons.patching import NeuronEdit, patched, scale, zero
+from lensneurons.results import ResultsFolder
 from lensneurons.sites import site_width
 
 EDITS = ("suppress", "amplify")
@@ -100,8 +104,13 @@ class KnowledgeNeurons:
         prompts: Prompts,
         reference_texts: Sequence[str] | None = None,
         progress: bool = True,
+        cache: str | os.PathLike | None = None,
     ) -> KnowledgeNeurons:
-        """Attribute every prompt of every concept, then refine (see `fit_attributions`)."""
+        """Attribute every prompt of every concept, then refine (see `fit_attributions`).
+
+        With ``cache`` (a folder), each prompt's attribution is saved as soon as it is computed and reused by
+        later fits with the same model weights, prompt, answer and settings, so an interrupted run resumes.
+        """
         _check_t_p(self.t, self.p)
         self._check_prompts(prompts)
         if self.baseline == "mean":
@@ -115,18 +124,26 @@ class KnowledgeNeurons:
         self.baseline_table_ = table if isinstance(table, Tensor) else None
         attributions, errors, probs = {}, {}, {}
         total = sum(len(v) for v in prompts.values())
+        folder = ResultsFolder(cache) if cache is not None else None
+        settings = self._cache_settings(model, table) if folder is not None else None
         bar = tqdm(total=total, desc="integrated gradients", unit="prompt", disable=not progress)
         for concept, pairs in prompts.items():
             rows, errs, ps = [], [], []
             for prompt, answer in pairs:
-                r = integrated_gradients(
-                    model, prompt, answer, layers=self.layers, steps=self.steps, baseline=table,
-                    scoring=self.scoring, mode=self.mode, alpha_power=self.alpha_power,
-                    batch_size=self.batch_size, tolerance=self.tolerance,
-                )
-                rows.append(r.scores)
-                errs.append(r.completeness_error)
-                ps.append(r.prob)
+                name = None if folder is None else _cache_name(settings, prompt, answer)
+                saved = None if folder is None else folder.read_tensor(name)
+                if saved is None:
+                    r = integrated_gradients(
+                        model, prompt, answer, layers=self.layers, steps=self.steps, baseline=table,
+                        scoring=self.scoring, mode=self.mode, alpha_power=self.alpha_power,
+                        batch_size=self.batch_size, tolerance=self.tolerance,
+                    )
+                    saved = {"scores": r.scores, "completeness_error": r.completeness_error, "prob": float(r.prob)}
+                    if folder is not None:
+                        folder.tensor(name, saved)
+                rows.append(saved["scores"])
+                errs.append(saved["completeness_error"])
+                ps.append(saved["prob"])
                 bar.update()
             attributions[concept] = torch.stack(rows)
             errors[concept] = torch.stack(errs)
@@ -136,6 +153,16 @@ class KnowledgeNeurons:
         self.probs_ = probs
         self.fit_attributions(attributions, prompts)
         return self
+
+    def _cache_settings(self, model: HookedModel, table) -> str:
+        """Everything besides the prompt that determines an attribution, as one digest."""
+        h = hashlib.sha256(json.dumps({
+            "model": model.cfg.model_name, "weights": weights_digest(model), "steps": self.steps,
+            "scoring": self.scoring, "mode": self.mode, "alpha_power": self.alpha_power,
+            "layers": None if self.layers is None else list(self.layers),
+        }, sort_keys=True).encode())
+        h.update(b"zero" if isinstance(table, str) else table.detach().float().cpu().numpy().tobytes())
+        return h.hexdigest()
 
     def fit_attributions(
         self, attributions: Mapping[str, Float[Tensor, "batch layer neuron"]], prompts: Prompts | None = None
@@ -306,3 +333,7 @@ def summarise(rows: Sequence[Mapping]) -> list[dict]:
          "mean_relative_change": float(torch.tensor(v, dtype=torch.float64).nanmean())}
         for (c, t, e, n), v in groups.items()
     ]
+
+
+def _cache_name(settings: str, prompt: str, answer: str) -> str:
+    return "ig_" + hashlib.sha256(json.dumps([settings, prompt, answer]).encode()).hexdigest()[:32] + ".pt"

@@ -151,13 +151,22 @@ def resolve_baseline(model: HookedModel, baseline: str) -> str:
 def run(
     model: HookedModel, cfg: RunConfig, out: str | Path, prompts: Prompts | None = None, progress: bool = True
 ) -> dict:
-    """Run the study into folder `out`; `prompts` ({concept: [(prompt, answer)]}) overrides the dataset."""
+    """Run the study into folder `out`; `prompts` ({concept: [(prompt, answer)]}) overrides the dataset.
+
+    Resumable: the facts selected from the dataset (`selection.json`, reused while the configuration is the
+    same) and every prompt's attribution (`ig_cache/`) are saved as soon as they are computed.
+    """
     folder = ResultsFolder(out)
     folder.json("config.json", asdict(cfg))
     started = time.time()
-    if prompts is None:
+    selection = folder.read_json("selection.json") if prompts is None else None
+    if selection is not None and selection["config"] == asdict(cfg):
+        kept = {c: [tuple(pair) for pair in pairs] for c, pairs in selection["kept"].items()}
+        tried = selection["tried"]
+    elif prompts is None:
         mask = model.tokenizer.mask_token if isinstance(model, HookedEncoder) else None
         kept, tried = select(model, candidate_prompts(cfg, mask), cfg)
+        folder.json("selection.json", {"config": asdict(cfg), "kept": kept, "tried": tried})
     else:
         kept, tried = select(model, {k: list(v)[: cfg.max_prompts] for k, v in prompts.items()}, cfg)
     if len(kept) < 2:
@@ -166,7 +175,7 @@ def run(
     reference = [p for pairs in kept.values() for p, _ in pairs] if baseline == "mean" else None
     kn = KnowledgeNeurons(steps=cfg.steps, t=cfg.t, p=cfg.p, baseline=baseline, scoring=resolve_scoring(model, cfg.scoring),
                           alpha_power=cfg.alpha_power, tolerance=float("inf"))
-    kn.fit(model, kept, reference_texts=reference, progress=progress)
+    kn.fit(model, kept, reference_texts=reference, progress=progress, cache=folder.path / "ig_cache")
     fit_s = time.time() - started
     unrelated = cfg.unrelated if cfg.unrelated is not None else default_unrelated(kept)
     rows = kn.evaluate(model, unrelated=unrelated, n_random=cfg.n_random, random_state=cfg.seed, progress=progress)
