@@ -341,6 +341,38 @@ def test_token_activations_and_views(model, corpus):
         token_activations(model, text, layer=0, neuron=16)
 
 
+def test_pipeline_resumes_part_by_part_and_equals_one_pass(model, tmp_path, monkeypatch):
+    from lensneurons.pipelines.corpus_neurons import RunConfig, run
+
+    texts = _sentences(30, seed=4)
+    corpus = Corpus(texts, {"label": ["a" if i % 3 else "b" for i in range(30)]})
+    cfg = RunConfig(k=4, n_sample=10, n_clusters=2, n_describe=1, layers=[0, 1], sse_k_max=0, patterns=False,
+                    checkpoint_every=8)  # 4 parts
+    one_pass = CorpusNeurons(k=4, layers=[0, 1], n_sample=10).fit(model, corpus, progress=False)
+    fits = []
+    real_fit = CorpusNeurons.fit
+
+    def fit(self, *a, **k):
+        if len(fits) == stop_after:
+            raise KeyboardInterrupt
+        fits.append(k.get("shard"))
+        return real_fit(self, *a, **k)
+
+    monkeypatch.setattr(CorpusNeurons, "fit", fit)
+    stop_after = 2  # interrupted during the third part
+    with pytest.raises(KeyboardInterrupt):
+        run(model, cfg, tmp_path / "out", corpus=corpus, progress=False)
+    stop_after = None
+    run(model, cfg, tmp_path / "out", corpus=corpus, progress=False)
+    assert fits == [(0, 4), (1, 4), (2, 4), (3, 4)]  # the rerun started at the third part
+    saved = torch.load(tmp_path / "out" / "top_sentences.pt")
+    assert torch.equal(saved["ids"], one_pass.top_ids_) and torch.equal(saved["values"], one_pass.top_values_)
+    run(model, cfg, tmp_path / "out", corpus=corpus, progress=False)
+    assert len(fits) == 4  # finished: nothing recomputed
+    run(model, RunConfig(**{**cfg.__dict__, "k": 3}), tmp_path / "out", corpus=corpus, progress=False)
+    assert fits[4:] == [(i, 4) for i in range(4)]  # other settings do not reuse the checkpoint
+
+
 def test_pipeline_writes_results(model, tmp_path):
     import argparse
     import json

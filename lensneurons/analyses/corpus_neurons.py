@@ -363,6 +363,17 @@ class CorpusNeurons:
         self._index: dict[str, PatternIndex] = {}
         return self
 
+    def state_dict(self) -> dict[str, Any]:
+        """The reducers' state (top-K and sampled rows) and layers: what a fit over the corpus gathered."""
+        self._check_fitted()
+        return {"layers": list(self.layers_), "topk": self.topk_.state_dict(), "sample": self.sample_.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any], corpus: Corpus) -> CorpusNeurons:
+        """Restore a fit saved by `state_dict` (for the same corpus and parameters)."""
+        self._check_params(corpus)
+        return self._finish(TopK.from_state_dict(state["topk"]), _SampleRows.from_state_dict(state["sample"]), corpus,
+                            list(state["layers"]))
+
     def merge(self, other: CorpusNeurons) -> CorpusNeurons:
         """Fold another shard's fit (same parameters and corpus) into this one."""
         self._check_fitted()

@@ -12,7 +12,10 @@ described neuron (plus index.html).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import html
+import json
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,8 +24,10 @@ from typing import Optional
 import numpy as np
 from transformer_lens import HookedTransformer
 
+from lensneurons import distributed
 from lensneurons.analyses.corpus_neurons import CorpusNeurons, plot_neuron_clusters, plot_sse_curves, plot_summary_map
 from lensneurons.data.corpora import NLTK_CORPORA, Corpus, from_file, nltk_corpora
+from lensneurons.models import weights_digest
 from lensneurons.report import neuron_report_html
 from lensneurons.results import ResultsFolder
 
@@ -51,6 +56,7 @@ class RunConfig:
     min_support: float = 0.1
     batch_size: int = 16
     max_length: int = 128
+    checkpoint_every: int = 20_000  # sentences per saved part of the top-K pass (a rerun resumes at the next part)
     random_state: int = 0
 
 
@@ -105,11 +111,7 @@ def run(
     timings = {}
 
     started = time.time()
-    cn = CorpusNeurons(
-        k=cfg.k, site=cfg.site, layers=cfg.layers, n_sample=cfg.n_sample, batch_size=cfg.batch_size,
-        max_length=cfg.max_length, classifier_threshold=cfg.classifier_threshold, random_state=cfg.random_state,
-        min_known=cfg.min_known,
-    ).fit(model, corpus, progress=progress)
+    cn = _fit_in_parts(model, cfg, corpus, folder, progress)
     timings["top_k_pass_s"] = round(time.time() - started, 2)
     timings["sentences_per_s"] = round(len(corpus) / max(timings["top_k_pass_s"], 1e-9), 3)
     folder.tensor("top_sentences.pt", {"layers": cn.layers_, "values": cn.top_values_, "ids": cn.top_ids_})
@@ -169,6 +171,40 @@ def run(
     folder.json("timings.json", timings)
     return {"out": str(folder.path), "n_sentences": len(corpus), "classifier_neurons": classifier,
             "described": [(d["layer"], d["neuron"]) for d in descriptions]}
+
+
+def _fit_in_parts(model: HookedTransformer, cfg: RunConfig, corpus: Corpus, folder: ResultsFolder,
+                  progress: bool) -> CorpusNeurons:
+    """The top-K pass in parts of `cfg.checkpoint_every` sentences; after each part the merged state so far is
+    saved (`checkpoint.pt`, one file, replaced atomically), so an interrupted run resumes at the next part. The
+    merged parts equal the single pass exactly. Under torchrun the ranks share one pass instead (no checkpoint)."""
+    def fresh() -> CorpusNeurons:
+        return CorpusNeurons(
+            k=cfg.k, site=cfg.site, layers=cfg.layers, n_sample=cfg.n_sample, batch_size=cfg.batch_size,
+            max_length=cfg.max_length, classifier_threshold=cfg.classifier_threshold, random_state=cfg.random_state,
+            min_known=cfg.min_known,
+        )
+
+    if cfg.checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be >= 1 sentence, got {cfg.checkpoint_every}")
+    if distributed.is_active():
+        return fresh().fit(model, corpus, progress=progress)
+    n_parts = max(1, math.ceil(len(corpus) / cfg.checkpoint_every))
+    # the checkpoint is reused only for the same model weights, settings, corpus and parts
+    fingerprint = hashlib.sha256(json.dumps({
+        "weights": weights_digest(model), "k": cfg.k, "site": cfg.site, "layers": cfg.layers, "n_sample": cfg.n_sample,
+        "random_state": cfg.random_state, "max_length": cfg.max_length, "n_parts": n_parts,
+        "texts": hashlib.sha256("\n".join(corpus.texts).encode()).hexdigest(),
+    }, sort_keys=True).encode()).hexdigest()
+    saved = folder.read_tensor("checkpoint.pt")
+    merged, start = None, 0
+    if saved is not None and saved["fingerprint"] == fingerprint:
+        merged, start = fresh().load_state_dict(saved["state"], corpus), saved["parts_done"]
+    for i in range(start, n_parts):
+        part = fresh().fit(model, corpus, shard=(i, n_parts), progress=progress)
+        merged = part if merged is None else merged.merge(part)
+        folder.tensor("checkpoint.pt", {"fingerprint": fingerprint, "parts_done": i + 1, "state": merged.state_dict()})
+    return merged
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
