@@ -229,8 +229,7 @@ def train_probes(
         solver == "auto" and not gated and mask is None and (d if subset is None else subset.shape[2]) <= NEWTON_MAX_WIDTH
     )
     if subset is not None and not newton:  # Adam: the same probes as masks over shared features
-        mask = torch.zeros(n_var, n_groups, d, dtype=torch.bool, device=x.device).scatter_(2, subset, True)
-        subset = None
+        mask, subset = _subset_mask(subset, d), None
     if subset is None:
         # standardisation is folded into the weights each step, so x itself is never copied
         mean, std = _masked_mean_std(x, v, n)
@@ -306,10 +305,7 @@ def subset_probe_accuracies(
             out[i] = train_probes(x, y, valid=valid, subset=s, **kwargs).accuracy(xt, yt, vt)
     if wide:
         n_groups, d = x.shape[0], x.shape[2]
-        masks = torch.cat([
-            torch.zeros(len(subsets[i]), n_groups, d, dtype=torch.bool, device=x.device).scatter_(2, subsets[i].to(x.device), True)
-            for i in wide
-        ])
+        masks = torch.cat([_subset_mask(subsets[i].to(x.device), d) for i in wide])
         step = max(1, _MASK_BUDGET // (n_groups * max(x.shape[1], d)))
         acc = torch.cat([
             train_probes(x, y, valid=valid, mask=masks[j : j + step], **kwargs).accuracy(xt, yt, vt)
@@ -318,6 +314,11 @@ def subset_probe_accuracies(
         for i, part in zip(wide, acc.split([len(subsets[i]) for i in wide])):
             out[i] = part
     return out
+
+
+def _subset_mask(subset: Tensor, d: int) -> Tensor:
+    """(variant, group, k) neuron indices as a (variant, group, d) bool mask."""
+    return torch.zeros(*subset.shape[:2], d, dtype=torch.bool, device=subset.device).scatter_(2, subset, True)
 
 
 def _finish(weight, bias, log_alpha, subset, mean, std, n_var, n_groups, d, hard_concrete, device, mask=None) -> ProbeFit:
