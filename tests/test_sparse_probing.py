@@ -368,6 +368,62 @@ def test_random_match_k(fitted):
             assert (np.isnan(want) and torch.isnan(k[layer, task])) or float(k[layer, task]) == want
 
 
+def _fitted_tensors(sp):
+    return {name: getattr(sp, name) for name in ("mask_accuracy_", "mask_density_", "gates_", "dense_accuracy_", "t_",
+                                               "topk_accuracy_", "random_accuracy_", "top_reference_accuracy_",
+                                               "spearman_", "cross_task_", "cross_task_dense_")}
+
+
+def test_interrupted_fit_resumes_from_its_checkpoint_and_equals_one_pass(fitted, tmp_path, monkeypatch):
+    sp, data = fitted
+    params = sp.get_params()
+    ckpt = tmp_path / "probing.pt"
+    calls = []
+    original = SparseProbing._fit_chunk
+
+    def fail_on_second_chunk(self, batch, gen):
+        calls.append(batch["n_tasks"])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(self, batch, gen)
+
+    monkeypatch.setattr(SparseProbing, "_fit_chunk", fail_on_second_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        SparseProbing(**params).fit_activations(data, progress=False, checkpoint=ckpt)
+    assert ckpt.exists() and not list(tmp_path.glob(".*tmp"))  # the first chunk (2 tasks) was saved
+    calls.clear()
+    resumed = SparseProbing(**params).fit_activations(data, progress=False, checkpoint=ckpt)
+    assert calls == [1]  # only the last chunk (1 task) ran again
+    assert not ckpt.exists()  # removed once the fit is complete
+    for name, value in _fitted_tensors(sp).items():
+        torch.testing.assert_close(getattr(resumed, name), value, rtol=0, atol=0, equal_nan=True, msg=name)
+    assert {t: s.tolist() for t, s in resumed.splits_.items()} == {t: s.tolist() for t, s in sp.splits_.items()}
+
+
+def test_checkpoint_of_another_fit_is_refused(fitted, tmp_path):
+    sp, data = fitted
+    ckpt = tmp_path / "probing.pt"
+    torch.save({**sp._partial_state(), "chunks_done": 1, "cross_probes": [], "cross_test": [],
+                "generator": torch.Generator().get_state()}, ckpt)
+    with pytest.raises(ValueError, match="other parameters"):
+        SparseProbing(**{**sp.get_params(), "steps": 7}).fit_activations(data, progress=False, checkpoint=ckpt)
+    with pytest.raises(ValueError, match="other tasks"):
+        SparseProbing(**sp.get_params()).fit_activations({"task_a": data["task_a"]}, progress=False, checkpoint=ckpt)
+
+
+def test_state_dict_round_trip(fitted, tmp_path):
+    sp, _ = fitted
+    torch.save(sp.state_dict(), tmp_path / "probes.pt")
+    back = SparseProbing.from_state_dict(torch.load(tmp_path / "probes.pt", weights_only=True))
+    for name, value in _fitted_tensors(sp).items():
+        torch.testing.assert_close(getattr(back, name), value, rtol=0, atol=0, equal_nan=True, msg=name)
+    assert back.tasks_ == sp.tasks_ and back.ks_ == sp.ks_ and back.top_k_ == sp.top_k_
+    torch.testing.assert_close(back.random_match_k(), sp.random_match_k(), equal_nan=True)
+    assert back.neurons("task_a", lam=0.3) == sp.neurons("task_a", lam=0.3)
+    with pytest.raises(ValueError, match="other parameters"):
+        SparseProbing(steps=3).load_state_dict(sp.state_dict())
+
+
 # --------------------------------------------------------------------------- bad input
 
 
@@ -456,7 +512,11 @@ def test_pipeline_writes_tables_and_figures_and_reuses_the_store(tmp_path, monke
 
     calls = []
     monkeypatch.setattr(sp_mod, "eos_states", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(sp_mod.SparseProbing, "fit_activations", lambda *a, **k: calls.append(2))
+    first_table = (out / "per_layer.csv").read_text()
     pipe.run(model, cfg, out, progress=False)
-    assert calls == []  # the complete store was reused
+    assert calls == []  # the complete store and the saved fit (probes.pt) were reused
+    assert (out / "per_layer.csv").read_text() == first_table
+    assert not (out / "probing_checkpoint.pt").exists()
     with pytest.raises(ValueError, match="different configuration"):
         pipe.run(model, pipe.RunConfig(steps=21), out, progress=False)

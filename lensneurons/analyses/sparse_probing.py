@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import zlib
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -245,14 +246,18 @@ class SparseProbing:
             data[task] = (eos_states(model, texts, layers, batch_size), labels, pair_index)
         return self.fit_activations(data, progress=progress)
 
-    def fit_store(self, store: ActivationStore, tasks: Sequence[str] | None = None, progress: bool = True) -> SparseProbing:
-        """Fit from a complete activation store (all its tasks, or the given ones)."""
+    def fit_store(
+        self, store: ActivationStore, tasks: Sequence[str] | None = None, progress: bool = True,
+        checkpoint: str | os.PathLike | None = None,
+    ) -> SparseProbing:
+        """Fit from a complete activation store (all its tasks, or the given ones); see ``fit_activations``
+        for ``checkpoint``."""
         keys = store.complete_keys()
         tasks = keys if tasks is None else list(tasks)
         missing = [t for t in tasks if t not in keys]
         if missing:
             raise ValueError(f"unknown task(s) {missing}; the store has {keys}")
-        return self.fit_activations(_LazyTasks(store, tasks), progress=progress)
+        return self.fit_activations(_LazyTasks(store, tasks), progress=progress, checkpoint=checkpoint)
 
     # validation ---------------------------------------------------------------------------
     def _validate(self, d: int, n_layers: int) -> None:
@@ -285,8 +290,15 @@ class SparseProbing:
         self.hard_concrete_ = HardConcrete(self.beta, self.gamma, self.zeta)
 
     # fitting --------------------------------------------------------------------------------
-    def fit_activations(self, data: Mapping[str, TaskData], progress: bool = True) -> SparseProbing:
-        """Fit from per-task (activations ``text layer neuron``, labels, pair index)."""
+    def fit_activations(
+        self, data: Mapping[str, TaskData], progress: bool = True, checkpoint: str | os.PathLike | None = None
+    ) -> SparseProbing:
+        """Fit from per-task (activations ``text layer neuron``, labels, pair index).
+
+        ``checkpoint``: a file that receives the fit so far after every chunk of tasks (replaced atomically);
+        a later call with the same parameters and tasks resumes after the last saved chunk and ends with the
+        same result as one uninterrupted fit. The file is removed when the fit is complete.
+        """
         tasks = list(data)
         if not tasks:
             raise ValueError("no tasks given")
@@ -310,7 +322,12 @@ class SparseProbing:
         cross_probes, cross_test = [], []
         gen = torch.Generator().manual_seed(self.random_state)
         chunks = [tasks[i : i + self.task_chunk] for i in range(0, n_t, self.task_chunk)]
-        for chunk_no, chunk in enumerate(tqdm(chunks, desc="probing", unit="chunk", disable=not progress)):
+        done = 0
+        if checkpoint is not None and Path(checkpoint).exists():
+            done, cross_probes, cross_test = self._resume(torch.load(checkpoint, weights_only=True), gen, checkpoint)
+        bar = tqdm(total=len(chunks), initial=done, desc="probing", unit="chunk", disable=not progress)
+        for chunk_no in range(done, len(chunks)):
+            chunk = chunks[chunk_no]
             cols = slice(chunk_no * self.task_chunk, chunk_no * self.task_chunk + len(chunk))
             batch = self._prepare(chunk, data, n_layers, d)
             out = self._fit_chunk(batch, gen)
@@ -321,8 +338,59 @@ class SparseProbing:
             self.t_[:, cols] = out["t"]
             cross_probes.append(out["cross_probe"])
             cross_test.append(out["cross_test"])
+            if checkpoint is not None and chunk_no + 1 < len(chunks):
+                state = {**self._partial_state(), "chunks_done": chunk_no + 1, "cross_probes": cross_probes,
+                         "cross_test": cross_test, "generator": gen.get_state()}
+                _save_atomically(state, Path(checkpoint))
+            bar.update()
+        bar.close()
         self._cross_task(cross_probes, cross_test)
+        if checkpoint is not None:
+            Path(checkpoint).unlink(missing_ok=True)
         return self
+
+    # saving ------------------------------------------------------------------------------------
+    def get_params(self) -> dict:
+        """The constructor's arguments, as plain values (what a saved fit must agree with)."""
+        params = {name: getattr(self, name) for name in _PARAMS}
+        for name in ("lams", "ks", "random_ks"):
+            if params[name] is not None:
+                params[name] = [float(v) if name == "lams" else int(v) for v in params[name]]
+        return params
+
+    def state_dict(self) -> dict:
+        """Everything a fit produced, with the parameters it was made with (``torch.save``-able, weights_only)."""
+        self._check_fitted()
+        return {**self._partial_state(), **{name: getattr(self, name) for name in _CROSS}}
+
+    def load_state_dict(self, state: dict) -> SparseProbing:
+        """Restore a fit saved by ``state_dict``; its parameters must equal this object's."""
+        self._check_state(state, "saved fit")
+        self._validate(state["width_"], state["n_layers_"])
+        for name in _FITTED + _CROSS:
+            setattr(self, name, state[name])
+        return self
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> SparseProbing:
+        """A fitted SparseProbing with the saved parameters and results."""
+        return cls(**state["params"]).load_state_dict(state)
+
+    def _partial_state(self) -> dict:
+        return {"params": self.get_params(), **{name: getattr(self, name) for name in _FITTED}}
+
+    def _check_state(self, state: dict, what: str) -> None:
+        if state.get("params") != self.get_params():
+            raise ValueError(f"the {what} was made with other parameters ({state.get('params')}) than {self.get_params()}")
+
+    def _resume(self, state: dict, gen: torch.Generator, path) -> tuple[int, list, list]:
+        self._check_state(state, f"checkpoint {path}")
+        if (state["tasks_"], state["n_layers_"], state["width_"]) != (self.tasks_, self.n_layers_, self.width_):
+            raise ValueError(f"checkpoint {path} belongs to a fit of other tasks or activation shapes; delete it to start over")
+        for name in _FITTED:
+            setattr(self, name, state[name])
+        gen.set_state(state["generator"])
+        return state["chunks_done"], list(state["cross_probes"]), list(state["cross_test"])
 
     def _prepare(self, chunk: list[str], data: Mapping[str, TaskData], n_layers: int, d: int) -> dict:
         """Train/test tensors of a chunk of tasks, groups ordered (task, layer), padded to equal length."""
@@ -471,6 +539,19 @@ class SparseProbing:
         ks = torch.tensor(self.random_ks_, dtype=torch.float32)[:, None, None].expand_as(mean)
         first = torch.where(reached, ks, torch.full_like(ks, float("inf"))).amin(0)
         return torch.where(torch.isinf(first), torch.full_like(first, float("nan")), first)
+
+
+_PARAMS = ("lams", "ks", "random_ks", "n_random", "top_fraction", "test_fraction", "cross_layer", "cross_lam", "C",
+           "steps", "lr", "gate_lr", "beta", "gamma", "zeta", "task_chunk", "random_state")
+_FITTED = ("tasks_", "n_layers_", "width_", "mask_accuracy_", "mask_density_", "gates_", "dense_accuracy_", "t_",
+           "topk_accuracy_", "random_accuracy_", "top_reference_accuracy_", "spearman_", "splits_")
+_CROSS = ("cross_task_", "cross_task_dense_", "cross_task_diff_")
+
+
+def _save_atomically(obj, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
 
 
 class _LazyTasks(Mapping):

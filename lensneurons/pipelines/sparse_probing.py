@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import matplotlib
+import torch
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -94,17 +95,27 @@ def run(model: HookedTransformer, cfg: RunConfig, out: str | Path, progress: boo
         test_fraction=cfg.test_fraction, cross_layer=cross_layer, cross_lam=cfg.cross_lam, C=cfg.C, steps=cfg.steps,
         lr=cfg.lr, task_chunk=cfg.task_chunk, random_state=cfg.seed,
     )
-    started = time.time()
-    sp.fit_store(store, tasks=list(pairs), progress=progress)
-    timings["probing_s"] = round(time.time() - started, 1)
-    summary = write_results(folder, sp, layers)
+    saved = folder.read_tensor("probes.pt")
+    if saved is not None and saved["params"] == sp.get_params() and saved["tasks_"] == list(pairs):
+        sp.load_state_dict(saved)  # a finished fit of this configuration: only the tables and figures are redone
+        timings["probing_s"] = (folder.read_json("summary.json") or {}).get("timings", {}).get("probing_s")
+    else:
+        started = time.time()
+        sp.fit_store(store, tasks=list(pairs), progress=progress, checkpoint=folder.path / "probing_checkpoint.pt")
+        timings["probing_s"] = round(time.time() - started, 1)
+        folder.tensor("probes.pt", sp.state_dict())
+    phenomena = {task: task_pairs[0].phenomenon for task, task_pairs in pairs.items() if task_pairs}
+    summary = write_results(folder, sp, layers, phenomena)
     summary["timings"] = timings
     folder.json("summary.json", summary)
     return {"out": str(folder.path), "summary": summary}
 
 
-def write_results(folder: ResultsFolder, sp: SparseProbing, layers: list[int]) -> dict:
-    """Tables and figures of a fitted SparseProbing; returns the per-layer summary."""
+def write_results(
+    folder: ResultsFolder, sp: SparseProbing, layers: list[int], phenomena: dict[str, str] | None = None
+) -> dict:
+    """Tables and figures of a fitted SparseProbing; returns the per-layer summary. ``phenomena`` (task → BLiMP
+    phenomenon) orders and labels the cross-task figure."""
     lams = sp.lams_.tolist()
     dense = sp.dense_accuracy_.mean(-1)
     rows = []
@@ -144,7 +155,7 @@ def write_results(folder: ResultsFolder, sp: SparseProbing, layers: list[int]) -
     folder.figure("fig4_spearman.png", spearman_figure(sp, layers))
     if sp.n_random:
         folder.figure("fig5_top_vs_random.png", random_figure(sp, layers))
-    folder.figure("fig6_cross_task.png", cross_task_figure(sp, layers))
+    folder.figure("fig6_cross_task.png", cross_task_figure(sp, layers, phenomena))
     return {"tasks": sp.tasks_, "layers": layers, "per_layer": rows,
             "cross_layer": layers[sp.cross_layer_], "cross_lam": sp.cross_lam}
 
@@ -206,20 +217,43 @@ def random_figure(sp: SparseProbing, layers: list[int]) -> Figure:
     return fig
 
 
-def cross_task_figure(sp: SparseProbing, layers: list[int]) -> Figure:
-    """Paper S Fig. 6: train task × test task accuracy of the sparse probe, and sparse − dense."""
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 5))
-    im = ax1.imshow(sp.cross_task_.numpy(), vmin=0, vmax=1, cmap="viridis")
+def cross_task_figure(sp: SparseProbing, layers: list[int], phenomena: dict[str, str] | None = None) -> Figure:
+    """Paper S Fig. 6: train task × test task accuracy of the sparse probe, and sparse − dense.
+
+    With ``phenomena`` the tasks are grouped by phenomenon (lines between groups, group names on the axes);
+    up to 12 tasks are labelled one by one."""
+    order = list(range(len(sp.tasks_)))
+    groups: list[tuple[str, int, int]] = []  # (phenomenon, first row, end row)
+    if phenomena:
+        order.sort(key=lambda i: (phenomena.get(sp.tasks_[i], ""), i))
+        for row, i in enumerate(order):
+            name = phenomena.get(sp.tasks_[i], "")
+            if groups and groups[-1][0] == name:
+                groups[-1] = (name, groups[-1][1], row + 1)
+            else:
+                groups.append((name, row, row + 1))
+    idx = torch.tensor(order)
+    sparse, diff = sp.cross_task_[idx][:, idx], sp.cross_task_diff_[idx][:, idx]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 6))
+    im = ax1.imshow(sparse.numpy(), vmin=0, vmax=1, cmap="viridis")
     fig.colorbar(im, ax=ax1, fraction=0.046)
-    lim = max(0.05, float(sp.cross_task_diff_.abs().max()))
-    im2 = ax2.imshow(sp.cross_task_diff_.numpy(), vmin=-lim, vmax=lim, cmap="RdBu")
+    lim = max(0.05, float(diff.abs().max()))
+    im2 = ax2.imshow(diff.numpy(), vmin=-lim, vmax=lim, cmap="RdBu")
     fig.colorbar(im2, ax=ax2, fraction=0.046)
     ax1.set(title=f"sparse probe (λ={sp.cross_lam:g}, layer {layers[sp.cross_layer_]})", xlabel="test task", ylabel="train task")
     ax2.set(title="sparse − dense (λ=1)", xlabel="test task", ylabel="train task")
-    if len(sp.tasks_) <= 12:
-        for ax in (ax1, ax2):
-            ax.set_xticks(range(len(sp.tasks_)), sp.tasks_, rotation=90, fontsize=6)
-            ax.set_yticks(range(len(sp.tasks_)), sp.tasks_, fontsize=6)
+    for ax in (ax1, ax2):
+        if len(order) <= 12:
+            names = [sp.tasks_[i] for i in order]
+            ax.set_xticks(range(len(names)), names, rotation=90, fontsize=6)
+            ax.set_yticks(range(len(names)), names, fontsize=6)
+        elif groups:
+            centres = [(start + end - 1) / 2 for _, start, end in groups]
+            ax.set_xticks(centres, [g[0] for g in groups], rotation=90, fontsize=6)
+            ax.set_yticks(centres, [g[0] for g in groups], fontsize=6)
+        for _, start, _ in groups[1:]:
+            ax.axhline(start - 0.5, color="0.3", linewidth=0.6)
+            ax.axvline(start - 0.5, color="0.3", linewidth=0.6)
     fig.tight_layout()
     return fig
 
