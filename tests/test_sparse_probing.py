@@ -10,6 +10,7 @@ from lensneurons.analyses.sparse_probing import (
     SparseProbing,
     eos_states,
     extract_to_store,
+    default_ks,
     log_grid,
     pair_split,
     spearman,
@@ -174,6 +175,13 @@ def test_top_k_recovers_planted_neurons():
     np.testing.assert_allclose(t.numpy(), ref, rtol=1e-4)
     for layer in range(3):
         assert sorted(top_k_subsets(t[layer][None], 3)[0].tolist()) == INFORMATIVE
+
+
+def test_default_top_k_grid_holds_the_papers_sizes():
+    assert default_ks(640, 6) == [1, 2, 4, 6, 8, 16, 32, 40, 64, 128, 160, 256, 512, 640]
+    assert default_ks(16, 3) == [1, 2, 3, 4, 8, 16]  # no 40 above d
+    sp = SparseProbing(ks=None, n_random=0, top_fraction=0.2).fit_activations({"a": planted(20, 1, 16, [0])}, progress=False)
+    assert sp.ks_ == default_ks(16, 3) and sp.topk_accuracy_.shape[0] == 6
 
 
 def test_spearman_matches_scipy_with_ties():

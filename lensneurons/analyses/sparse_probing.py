@@ -44,6 +44,7 @@ from lensneurons.store import ActivationStore
 
 __all__ = [
     "SparseProbing",
+    "default_ks",
     "eos_states",
     "extract_to_store",
     "log_grid",
@@ -136,6 +137,12 @@ def log_grid(d: int, start: int = 1) -> list[int]:
         out.append(k)
         k *= 2
     return out + [d]
+
+
+def default_ks(d: int, top_k: int) -> list[int]:
+    """The top-k grid: powers of two up to d, plus the top set's size (1%), a quarter of d (the paper's
+    "top 25%") and 40 (the paper's 1% of Llama-3-8B's 4,096 neurons, for comparison), where they fit."""
+    return sorted(set(log_grid(d)) | {top_k, max(1, round(d / 4))} | ({40} if 40 <= d else set()))
 
 
 def spearman(a: Float[Tensor, "*batch n"], b: Float[Tensor, "*batch n"]) -> Float[Tensor, "*batch"]:
@@ -267,10 +274,10 @@ class SparseProbing:
             if not any(abs(extra - v) < 1e-6 for v in lams):
                 lams.append(extra)
         self.lams_ = torch.tensor(sorted(set(lams), reverse=True))
-        self.ks_ = list(self.ks) if self.ks is not None else log_grid(d)
         self.top_k_ = max(1, round(self.top_fraction * d)) if 0 < self.top_fraction < 1 else None
         if self.top_k_ is None:
             raise ValueError(f"top_fraction must lie in (0, 1), got {self.top_fraction}")
+        self.ks_ = list(self.ks) if self.ks is not None else default_ks(d, self.top_k_)
         self.random_ks_ = (
             list(self.random_ks) if self.random_ks is not None
             else [k for k in log_grid(d - self.top_k_, self.top_k_) if k <= d - self.top_k_]

@@ -41,7 +41,7 @@ class RunConfig:
     n_pairs: int | None = None  # pairs per task (None: all 1,000)
     layers: list[int] | None = None  # None: every layer
     lams: list[float] = field(default_factory=lambda: [1.0, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01])
-    ks: list[int] | None = None  # None: powers of two up to d_model
+    ks: list[int] | None = None  # None: powers of two up to d_model, the top-1% size, d/4 and 40 (default_ks)
     random_ks: list[int] | None = None  # None: powers of two from the top-1% size
     n_random: int = 5
     top_fraction: float = 0.01
