@@ -116,8 +116,12 @@ def test_completeness_error_shrinks_with_steps(model):
         for layer in range(model.cfg.n_layers):
             p_b = reference_prob(model, q.tokens, q.position, q.targets, layer, torch.zeros(1, model.cfg.d_mlp))[0]
             assert float(r.baseline_prob[layer]) == pytest.approx(float(p_b), rel=1e-4)
-            errs.append(abs(float(r.scores[layer].sum() - (p_x - p_b))) / abs(float(p_x - p_b)))
-        torch.testing.assert_close(torch.tensor(errs), r.completeness_error, rtol=1e-3, atol=1e-6)
+            gap = abs(float(p_x - p_b))
+            errs.append(abs(float(r.scores[layer].sum() - (p_x - p_b))) / gap)
+            # the reported error uses the fast path's P(x) and P(baseline); the full-forward ones differ from them
+            # by float32 rounding, and that difference (over the gap) bounds how far the two errors may differ
+            slack = (abs(r.prob - float(p_x)) + abs(float(r.baseline_prob[layer] - p_b))) / gap
+            assert abs(errs[-1] - float(r.completeness_error[layer])) <= 1e-3 * errs[-1] + slack + 1e-6, layer
         errors.append(max(errs))
     assert errors[2] < errors[1] < errors[0]
     assert errors[2] < 1e-3
