@@ -398,7 +398,7 @@ def test_interrupted_fit_resumes_from_its_checkpoint_and_equals_one_pass(fitted,
     monkeypatch.setattr(SparseProbing, "_fit_chunk", fail_on_second_chunk)
     with pytest.raises(KeyboardInterrupt):
         SparseProbing(**params).fit_activations(data, progress=False, checkpoint=ckpt)
-    assert ckpt.exists() and not list(tmp_path.glob(".*tmp"))  # the first chunk (2 tasks) was saved
+    assert ckpt.exists() and not list(tmp_path.glob(".probing.pt.*"))  # the first chunk (2 tasks) was saved, no temporary left
     calls.clear()
     resumed = SparseProbing(**params).fit_activations(data, progress=False, checkpoint=ckpt)
     assert calls == [1]  # only the last chunk (1 task) ran again

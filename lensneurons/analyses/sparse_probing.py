@@ -38,6 +38,7 @@ from lensneurons.data.blimp import MinimalPair, sentences
 from lensneurons.models import weights_digest
 from lensneurons.neurons import NeuronSet
 from lensneurons.probes import HardConcrete, ProbeFit, check_lams, subset_probe_accuracies, train_probes
+from lensneurons.results import ResultsFolder
 from lensneurons.sites import check_layers
 from lensneurons.stats import welch_t
 from lensneurons.store import ActivationStore
@@ -348,7 +349,7 @@ class SparseProbing:
             if checkpoint is not None and chunk_no + 1 < len(chunks):
                 state = {**self._partial_state(), "chunks_done": chunk_no + 1, "cross_probes": cross_probes,
                          "cross_test": cross_test, "generator": gen.get_state()}
-                _save_atomically(state, Path(checkpoint))
+                ResultsFolder(Path(checkpoint).parent).tensor(Path(checkpoint).name, state)  # replaced atomically
             bar.update()
         bar.close()
         self._cross_task(cross_probes, cross_test)
@@ -360,9 +361,9 @@ class SparseProbing:
     def get_params(self) -> dict:
         """The constructor's arguments, as plain values (what a saved fit must agree with)."""
         params = {name: getattr(self, name) for name in _PARAMS}
-        for name in ("lams", "ks", "random_ks"):
+        for name, kind in (("lams", float), ("ks", int), ("random_ks", int)):
             if params[name] is not None:
-                params[name] = [float(v) if name == "lams" else int(v) for v in params[name]]
+                params[name] = [kind(v) for v in params[name]]
         return params
 
     def state_dict(self) -> dict:
@@ -553,12 +554,6 @@ _PARAMS = ("lams", "ks", "random_ks", "n_random", "top_fraction", "test_fraction
 _FITTED = ("tasks_", "n_layers_", "width_", "mask_accuracy_", "mask_density_", "gates_", "dense_accuracy_", "t_",
            "topk_accuracy_", "random_accuracy_", "top_reference_accuracy_", "spearman_", "splits_")
 _CROSS = ("cross_task_", "cross_task_dense_", "cross_task_diff_")
-
-
-def _save_atomically(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 class _LazyTasks(Mapping):

@@ -15,6 +15,7 @@ cross_task.csv and summary.json; config.json records the run's settings.
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -222,16 +223,13 @@ def cross_task_figure(sp: SparseProbing, layers: list[int], phenomena: dict[str,
 
     With ``phenomena`` the tasks are grouped by phenomenon (lines between groups, group names on the axes);
     up to 12 tasks are labelled one by one."""
-    order = list(range(len(sp.tasks_)))
+    label = (lambda i: phenomena.get(sp.tasks_[i], "")) if phenomena else (lambda i: "")
+    order = sorted(range(len(sp.tasks_)), key=lambda i: (label(i), i))
     groups: list[tuple[str, int, int]] = []  # (phenomenon, first row, end row)
     if phenomena:
-        order.sort(key=lambda i: (phenomena.get(sp.tasks_[i], ""), i))
-        for row, i in enumerate(order):
-            name = phenomena.get(sp.tasks_[i], "")
-            if groups and groups[-1][0] == name:
-                groups[-1] = (name, groups[-1][1], row + 1)
-            else:
-                groups.append((name, row, row + 1))
+        for name, rows in itertools.groupby(range(len(order)), key=lambda row: label(order[row])):
+            rows = list(rows)
+            groups.append((name, rows[0], rows[-1] + 1))
     idx = torch.tensor(order)
     sparse, diff = sp.cross_task_[idx][:, idx], sp.cross_task_diff_[idx][:, idx]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 6))
