@@ -1,8 +1,9 @@
 """Integrated gradients for all layers of a prompt: `integrated_gradients` against the straightforward way.
 
   fast   `integrated_gradients(mode="layer")`: one clean pass caches the residual stream entering each block;
-         each layer's steps start there (`start_at_layer`), parameters need no gradients, and the final norm
-         and unembedding are applied at the answer positions only
+         each layer's steps start there, the steps of all layers run as one batch that grows block by block,
+         parameters need no gradients, and the final norm and unembedding are applied at the answer
+         positions only
   naive  `integrated_gradients_naive`: per layer, a full forward from the tokens with logits at every
          position and a full backward (parameter gradients included) for every batch of steps, as in
          Dai et al.'s code

@@ -83,7 +83,7 @@ class KnowledgeNeurons:
         mode: str = "layer",
         alpha_power: float | int = 1.0,
         layers: Sequence[int] | None = None,
-        batch_size: int | None = None,
+        batch_size: int = 512,
         tolerance: float | int = 0.1,
     ):
         self.steps = steps
