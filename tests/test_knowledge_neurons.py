@@ -81,6 +81,22 @@ def test_naive_batched_ig_matches_fast(model):
     assert rel <= 1e-4
 
 
+@pytest.mark.parametrize("mode", ["layer", "neuron"])
+def test_rows_batched_across_layers_give_each_layers_own_scores(model, mode):
+    """Groups that mix layers (rows join at their own block) and groups that cut a layer's rows apart give
+    the scores of each layer computed alone."""
+    steps = 4
+    alone = {layer: integrated_gradients(model, PROMPT, ANSWER, layers=[layer], steps=steps, mode=mode,
+                                         batch_size=10_000, warn=False) for layer in (0, 2)}
+    for batch_size in (1, 3, 7, 10_000):
+        both = integrated_gradients(model, PROMPT, ANSWER, layers=[2, 0], steps=steps, mode=mode,
+                                    batch_size=batch_size, warn=False)
+        for layer, r in alone.items():
+            torch.testing.assert_close(both.scores[layer], r.scores[layer], rtol=1e-5, atol=1e-9)
+            torch.testing.assert_close(both.completeness_error[layer], r.completeness_error[layer], rtol=0, atol=1e-5)
+        assert both.scores[1].abs().sum() == 0
+
+
 def test_fast_ig_on_gemma_like_toy_matches_naive():
     """Rotary positions, a sliding window shorter than the prompt, grouped-query attention, QK norm, gated MLP
     and post-norms: the reused keys and values of earlier positions must give the full forward's scores."""
@@ -408,6 +424,38 @@ def test_pipeline_writes_results(model, tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore::lensneurons.attribution.CompletenessWarning")  # 3 steps are coarse
+def test_distribution_table_splits_random_targets_by_relation():
+    from lensneurons.pipelines.knowledge_neurons import distribution
+
+    def row(target, other, change):
+        return {"concept": "P36:Japan -> Tokyo", "target": target, "target_concept": other, "edit": "suppress",
+                "relative_change": change}
+
+    rows = [row("own", "P36:Japan -> Tokyo", c) for c in (-1.0, -0.5, 0.0, 0.5, 1.0, float("nan"))]
+    rows += [row("random", "P36:France -> Paris", -0.8), row("random", "P37:Lahti -> Finnish", 0.2),
+             row("random", "P37:Geneva -> French", -0.1)]
+    table = {r["target"]: r for r in distribution(rows)}
+    assert set(table) == {"own", "random", "random, same relation", "random, other relation"}
+    own = table["own"]
+    assert (own["n"], own["q1"], own["median"], own["q3"], own["min"], own["max"]) == (5, -50, 0, 50, -100, 100)
+    assert own["share_below_0"] == pytest.approx(0.4)
+    assert table["random"]["n"] == 3 and table["random, same relation"]["median"] == pytest.approx(-80)
+    assert table["random, other relation"]["median"] == pytest.approx(5)
+
+
+def test_batched_top1_matches_each_prompts_own_forward(model):
+    from lensneurons.pipelines.knowledge_neurons import top1_correct
+
+    prompts = ["the cat sat on the m", "a", "the dog ran after the ball and then the c", "hello w"]
+    pairs = []
+    for prompt in prompts:  # each prompt once with its own top-1 next token and once with another token
+        q = encode(model, prompt, "x", "first")
+        best = int(model(q.tokens)[0, -1].argmax())
+        pairs += [(prompt, best), (prompt, (best + 1) % model.cfg.d_vocab)]
+    assert top1_correct(model, pairs) == [True, False] * len(prompts)
+    assert top1_correct(model, []) == []
+
+
 def test_pipeline_resumes_from_saved_selection_and_attributions(model, tmp_path, monkeypatch):
     import lensneurons.analyses.knowledge_neurons as kn_mod
     from lensneurons.pipelines import knowledge_neurons as pipe

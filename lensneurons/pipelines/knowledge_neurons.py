@@ -30,10 +30,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from tqdm.auto import tqdm
 from transformer_lens import HookedEncoder
 
 from lensneurons.analyses.knowledge_neurons import KnowledgeNeurons, pos_group, summarise
-from lensneurons.attribution import answer_logits, encode, final_resid
+from lensneurons.attribution import Query, answer_logits, encode, final_resid
 from lensneurons.models import HookedModel
 from lensneurons.results import ResultsFolder
 
@@ -91,12 +92,26 @@ def candidate_prompts(cfg: RunConfig, mask_token: str | None = None) -> dict[str
     return {k: prompts[k][: cfg.max_prompts] for k in keys}
 
 
-def top1_correct(model: HookedModel, prompt: str, answer: str) -> bool:
-    """Whether the answer's first token is the model's most likely token after the prompt (at the mask)."""
-    q = encode(model, prompt, answer, "first")
+def top1_correct(model: HookedModel, pairs: Sequence[tuple[str, str | int]]) -> list[bool]:
+    """For each (prompt, answer): whether the answer's first token is the model's most likely token after the
+    prompt (at the mask). A causal LM scores all prompts in one right-padded batch: padding after a prompt
+    cannot reach it."""
+    queries = [encode(model, p, a, "first") for p, a in pairs]
+    if not queries:
+        return []
     with torch.no_grad():
-        logits = answer_logits(model, final_resid(model, q.tokens), q)
-        return int(logits[0, 0].argmax()) == int(q.targets[0])
+        if isinstance(model, HookedEncoder):  # padding would need an attention mask: one prompt at a time
+            return [int(answer_logits(model, final_resid(model, q.tokens), q)[0, 0].argmax()) == int(q.targets[0])
+                    for q in queries]
+        width = max(q.tokens.shape[1] for q in queries)
+        pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+        tokens = torch.full((len(queries), width), pad, dtype=torch.long, device=model.cfg.device)
+        for row, q in enumerate(queries):
+            tokens[row, : q.tokens.shape[1]] = q.tokens[0]
+        final = final_resid(model, tokens)
+        last = final[torch.arange(len(queries)), [q.position for q in queries]][:, None]
+        predicted = answer_logits(model, last, Query(tokens, 0, queries[0].targets))[:, 0].argmax(-1)
+    return [int(t) == int(q.targets[0]) for t, q in zip(predicted, queries)]
 
 
 def resolve_scoring(model: HookedModel, scoring: str) -> str:
@@ -109,21 +124,52 @@ def is_single_token(model: HookedModel, answer: str) -> bool:
     return len(model.tokenizer(answer, add_special_tokens=False)["input_ids"]) == 1
 
 
-def select(model: HookedModel, candidates: Prompts, cfg: RunConfig) -> tuple[dict, int]:
+def select(model: HookedModel, candidates: Prompts, cfg: RunConfig, progress: bool = False) -> tuple[dict, int]:
     """The first `n_concepts` candidates answered correctly often enough; also how many were tried.
     With single-token scoring, concepts whose answer is several tokens are passed over (not counted)."""
     single = resolve_scoring(model, cfg.scoring) == "single"
     kept, tried = {}, 0
+    bar = tqdm(total=cfg.n_concepts, desc="selecting facts", unit="fact", disable=not progress)
     for concept, pairs in candidates.items():
         if len(kept) >= cfg.n_concepts:
             break
         if single and not all(is_single_token(model, a) for _, a in pairs):
             continue
         tried += 1
-        correct = [top1_correct(model, p, a) for p, a in pairs]
+        correct = top1_correct(model, pairs)
         if sum(correct) >= cfg.min_correct * len(pairs) and len(pairs) >= 2:
             kept[concept] = list(pairs)
+            bar.update()
+        bar.set_postfix(tried=tried, refresh=False)
+    bar.close()
     return kept, tried
+
+
+def relation_of(concept: str) -> str:
+    """The PARAREL relation of a concept key ("P36:Japan -> Tokyo" → "P36"); other keys are their own group."""
+    return concept.split(":", 1)[0] if ":" in concept else concept
+
+
+def distribution(rows: Sequence[Mapping]) -> list[dict]:
+    """Quartiles, range and share below 0 of the relative change (%) over prompts, per edit and target;
+    the random targets also split by whether the other concept shares the edited concept's relation."""
+    groups: dict[tuple[str, str], list[float]] = {}
+    for r in rows:
+        targets = [r["target"]]
+        if r["target"] == "random":
+            same = relation_of(r["target_concept"]) == relation_of(r["concept"])
+            targets.append("random, same relation" if same else "random, other relation")
+        for target in targets:
+            groups.setdefault((r["edit"], target), []).append(100 * r["relative_change"])
+    out = []
+    for (edit, target), values in sorted(groups.items()):
+        v = np.asarray(values, dtype=float)
+        v = v[~np.isnan(v)]
+        q1, median, q3 = np.percentile(v, [25, 50, 75]) if len(v) else (np.nan,) * 3
+        out.append({"edit": edit, "target": target, "n": len(v), "q1": q1, "median": median, "q3": q3,
+                    "min": v.min() if len(v) else np.nan, "max": v.max() if len(v) else np.nan,
+                    "share_below_0": float((v < 0).mean()) if len(v) else np.nan})
+    return out
 
 
 def default_unrelated(concepts: Mapping[str, object]) -> str:
@@ -135,7 +181,7 @@ def default_unrelated(concepts: Mapping[str, object]) -> str:
     """
     if not concepts:
         raise ValueError("no concepts to choose an unrelated one from")
-    relation = {c: c.split(":", 1)[0] if ":" in c else c for c in concepts}
+    relation = {c: relation_of(c) for c in concepts}
     size = Counter(relation.values())
     return min(reversed(list(concepts)), key=lambda c: size[relation[c]])
 
@@ -165,7 +211,7 @@ def run(
         tried = selection["tried"]
     elif prompts is None:
         mask = model.tokenizer.mask_token if isinstance(model, HookedEncoder) else None
-        kept, tried = select(model, candidate_prompts(cfg, mask), cfg)
+        kept, tried = select(model, candidate_prompts(cfg, mask), cfg, progress)
         folder.json("selection.json", {"config": asdict(cfg), "kept": kept, "tried": tried})
     else:
         kept, tried = select(model, {k: list(v)[: cfg.max_prompts] for k, v in prompts.items()}, cfg)
@@ -195,6 +241,7 @@ def run(
     ])
     folder.csv("effects.csv", rows)
     folder.csv("summary.csv", summary)
+    folder.csv("distribution.csv", distribution(rows))
     hist = torch.stack([s.layer_histogram() for s in kn.neurons_.values()]).sum(0)
     folder.csv("layer_histogram.csv", [{"layer": l, "neurons": int(n)} for l, n in enumerate(hist)])
     folder.figure("concept_bars.png", concept_bars(summary))
