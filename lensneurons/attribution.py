@@ -129,6 +129,19 @@ def encode(model: HookedModel, prompt: str, answer: str | int, scoring: str = "j
     )
 
 
+def right_padded(model: HookedModel, queries: Sequence[Query]) -> Int[Tensor, "batch pos"]:
+    """The queries' tokens as one batch, padded on the right. In a causal LM padding after a prompt cannot
+    reach it, so each row's positions see what they see alone (a masked LM would need an attention mask)."""
+    if not queries:
+        raise ValueError("no queries to batch")
+    width = max(q.tokens.shape[1] for q in queries)
+    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+    tokens = torch.full((len(queries), width), pad, dtype=torch.long, device=model.cfg.device)
+    for row, q in enumerate(queries):
+        tokens[row, : q.tokens.shape[1]] = q.tokens[0]
+    return tokens
+
+
 def _encode_masked(model: HookedEncoder, prompt: str, answer_ids: list[int], scoring: str) -> Query:
     if scoring == "joint":
         raise ValueError(

@@ -59,12 +59,22 @@ def set_to(neurons: NeuronSet, values: Float[Tensor, "layer neuron"] | Float[Ten
 
 
 def edit_hooks(
-    model: HookedModel, edits: list[NeuronEdit], positions: Int[Tensor, "p"] | slice | None = None
+    model: HookedModel,
+    edits: list[NeuronEdit],
+    positions: Int[Tensor, "p"] | slice | None = None,
+    row_positions: Int[Tensor, "batch"] | None = None,
 ) -> list[tuple[str, Callable]]:
-    """TransformerLens forward hooks that apply `edits` (in order) at `positions` (default: all)."""
+    """TransformerLens forward hooks that apply `edits` (in order) at `positions` of every row (default:
+    all positions), or at one position per row of the batch, `row_positions` (e.g. each prompt's last token
+    in a right-padded batch)."""
+    if positions is not None and row_positions is not None:
+        raise ValueError("give positions (the same for every row) or row_positions (one per row), not both")
     if isinstance(positions, Tensor):
         positions = positions.long()[:, None]  # (p, 1) against (1, k) neuron indices: a p×k block
     where = slice(None) if positions is None else positions
+    if row_positions is not None:
+        row_positions = row_positions.long()
+        rows = torch.arange(len(row_positions))[:, None]
     per_layer: dict[str, list[tuple[Tensor, str, Tensor]]] = {}
     for edit in edits:
         s = edit.neurons
@@ -81,15 +91,22 @@ def edit_hooks(
         cached: dict[torch.device, list] = {}
 
         def hook(act: Tensor, hook) -> Tensor:
+            if row_positions is not None and act.shape[0] != len(row_positions):
+                raise ValueError(f"row_positions has {len(row_positions)} entries but the batch has {act.shape[0]} rows")
             if act.device not in cached:
-                cached[act.device] = [
-                    ((slice(None), _to(where, act.device), i.to(act.device)), op, v.to(act.device, act.dtype))
-                    for i, op, v in ops
-                ]
+                dev = act.device
+
+                def index(i):
+                    if row_positions is None:
+                        return slice(None), _to(where, dev), i.to(dev)
+                    # rows and positions (batch, 1) against neuron indices (1, k): a batch×k block
+                    return rows.to(dev), row_positions[:, None].to(dev), i.to(dev)[None]
+
+                cached[dev] = [(index(i), op, v.to(dev, act.dtype)) for i, op, v in ops]
             # in place is safe for inference; with autograd we edit a copy
             out = act.clone() if act.requires_grad else act
-            for index, op, vals in cached[act.device]:
-                out[index] = vals if op == "set" else out[index] * vals
+            for at, op, vals in cached[act.device]:
+                out[at] = vals if op == "set" else out[at] * vals
             return out
 
         return hook
@@ -103,8 +120,12 @@ def _to(where, device):
 
 @contextmanager
 def patched(
-    model: HookedModel, *edits: NeuronEdit, positions: Int[Tensor, "p"] | slice | None = None
+    model: HookedModel,
+    *edits: NeuronEdit,
+    positions: Int[Tensor, "p"] | slice | None = None,
+    row_positions: Int[Tensor, "batch"] | None = None,
 ) -> Iterator[HookedModel]:
-    """Apply `edits` to every forward pass inside the block (including `generate`); always removed after."""
-    with model.hooks(fwd_hooks=edit_hooks(model, list(edits), positions)):
+    """Apply `edits` to every forward pass inside the block (including `generate`); always removed after.
+    `positions` / `row_positions`: see `edit_hooks`."""
+    with model.hooks(fwd_hooks=edit_hooks(model, list(edits), positions, row_positions)):
         yield model

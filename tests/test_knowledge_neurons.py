@@ -14,7 +14,8 @@ from lensneurons.attribution import (
     quadrature,
 )
 from lensneurons.models import toy_model
-from lensneurons.patching import patched
+from lensneurons.neurons import NeuronSet
+from lensneurons.patching import patched, scale
 from lensneurons.sites import hook_name
 
 PROMPT, ANSWER = "the cat sat on the m", "at"
@@ -504,3 +505,18 @@ def test_default_unrelated_comes_from_the_rarest_relation():
     assert default_unrelated({"mat": 0, "tea": 0}) == "tea"  # keys without relations: the last one
     with pytest.raises(ValueError, match="no concepts"):
         default_unrelated({})
+
+
+@pytest.mark.parametrize("edit_positions", ["answer", "all"])
+def test_batched_answer_probs_match_one_prompt_at_a_time(model, edit_positions):
+    from lensneurons.analyses.knowledge_neurons import answer_probs
+
+    pairs = [("the cat sat on the m", "at"), ("a", "b"), ("the dog ran after the ball and then", " the"), ("hi", "x")]
+    edit = scale(NeuronSet.from_pairs("mlp", model.cfg.n_layers, model.cfg.d_mlp, torch.tensor([0, 2, 2]),
+                                      torch.tensor([3, 1, 7])), 2.0)
+    for e in (None, edit):
+        batched = answer_probs(model, pairs, e, "joint", edit_positions)
+        alone = [answer_prob(model, p, a, e, "joint", edit_positions) for p, a in pairs]
+        assert batched == pytest.approx(alone, rel=1e-5)
+    assert answer_probs(model, pairs, edit, "joint", edit_positions) != pytest.approx(
+        answer_probs(model, pairs, None, "joint", edit_positions), rel=1e-6)

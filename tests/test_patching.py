@@ -80,3 +80,31 @@ def test_mismatched_model_shape_and_values(model):
             pass
     with pytest.raises(ValueError, match="values"):
         set_to(neurons([(0, 1), (1, 1)], model), torch.tensor([1.0]))
+
+
+@pytest.mark.parametrize("kind", ["zero", "scale"])
+def test_row_positions_edit_one_position_per_row(model, kind):
+    tokens = model.to_tokens(["hello world", "another text here", "a b c d e f"])
+    rows_at = torch.tensor([3, 0, 5])
+    s = neurons([(0, 1), (0, 6)], model)
+    edit = zero(s) if kind == "zero" else scale(s, 3.0)
+    name = hook_name("mlp", 0)
+    before = acts_at(model, tokens, name)
+    with patched(model, edit, row_positions=rows_at):
+        after = acts_at(model, tokens, name)
+    mask = torch.zeros_like(before, dtype=torch.bool)
+    for row, pos in enumerate(rows_at.tolist()):
+        mask[row, pos, [1, 6]] = True
+    assert torch.equal(after[~mask], before[~mask])  # every other (row, position, neuron) bit-identical
+    expected = torch.zeros_like(before[mask]) if kind == "zero" else 3.0 * before[mask]
+    torch.testing.assert_close(after[mask], expected)
+
+
+def test_row_positions_errors(model):
+    s = neurons([(0, 1)], model)
+    with pytest.raises(ValueError, match="not both"):
+        with patched(model, zero(s), positions=torch.tensor([0]), row_positions=torch.tensor([0])):
+            pass
+    with pytest.raises(ValueError, match="batch has 2 rows"):
+        with patched(model, zero(s), row_positions=torch.tensor([0, 1, 2])):
+            model(model.to_tokens(["ab", "cd"]))

@@ -24,7 +24,16 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
-from lensneurons.attribution import answer_logprob, encode, final_resid, integrated_gradients, mean_activations
+from transformer_lens import HookedEncoder
+
+from lensneurons.attribution import (
+    answer_logprob,
+    encode,
+    final_resid,
+    integrated_gradients,
+    mean_activations,
+    right_padded,
+)
 from lensneurons.models import HookedModel, weights_digest
 from lensneurons.neurons import NeuronSet
 from lensneurons.patching import NeuronEdit, patched, scale, zero
@@ -256,21 +265,20 @@ class KnowledgeNeurons:
             others = [c for c in self.prompts_ if c != concept]
             for other in rng.sample(others, min(n_random, len(others))):
                 targets.append(("random", other, self.prompts_[other]))
+            flat = [(target, name, tuple(pair)) for target, name, pairs in targets for pair in pairs]
+            new = list(dict.fromkeys(pair for _, _, pair in flat if pair not in clean))
+            clean.update(zip(new, answer_probs(model, new, scoring=self.scoring)) if new else ())
             for kind in EDITS:
-                edit = self.edit(concept, kind)
-                for target, name, pairs in targets:
-                    for prompt, answer in pairs:
-                        key = (prompt, answer)
-                        if key not in clean:
-                            clean[key] = answer_prob(model, prompt, answer, scoring=self.scoring)
-                        edited = answer_prob(model, prompt, answer, edit, self.scoring, edit_positions)
-                        before = clean[key]
-                        rows.append({
-                            "concept": concept, "target": target, "target_concept": name, "edit": kind,
-                            "prompt": prompt, "answer": answer, "n_neurons": len(self.neurons_[concept]),
-                            "p_before": before, "p_after": edited,
-                            "relative_change": (edited - before) / before if before > 0 else float("nan"),
-                        })
+                edited = answer_probs(model, [pair for _, _, pair in flat], self.edit(concept, kind), self.scoring,
+                                      edit_positions)
+                for (target, name, (prompt, answer)), after in zip(flat, edited):
+                    before = clean[(prompt, answer)]
+                    rows.append({
+                        "concept": concept, "target": target, "target_concept": name, "edit": kind,
+                        "prompt": prompt, "answer": answer, "n_neurons": len(self.neurons_[concept]),
+                        "p_before": before, "p_after": after,
+                        "relative_change": (after - before) / before if before > 0 else float("nan"),
+                    })
         self.effects_ = rows
         return rows
 
@@ -285,13 +293,35 @@ def answer_prob(
 ) -> float:
     """P(answer | prompt) (scored as in `lensneurons.attribution`), optionally under an edit applied at the
     answer position (the last prompt token; the mask for a masked LM) or at every position."""
+    return answer_probs(model, [(prompt, answer)], edit, scoring, edit_positions)[0]
+
+
+def answer_probs(
+    model: HookedModel,
+    pairs: Sequence[tuple[str, str | int]],
+    edit: NeuronEdit | None = None,
+    scoring: str = "joint",
+    edit_positions: str = "answer",
+) -> list[float]:
+    """`answer_prob` for many (prompt, answer) pairs. A causal LM runs them as one right-padded batch
+    (padding after a prompt cannot reach it) with the edit at each row's own answer position; a masked LM
+    runs one prompt at a time (padding would need an attention mask)."""
     if edit_positions not in EDIT_POSITIONS:
         raise ValueError(f"unknown edit_positions {edit_positions!r}; expected one of {EDIT_POSITIONS}")
-    query = encode(model, prompt, answer, scoring)
+    queries = [encode(model, prompt, answer, scoring) for prompt, answer in pairs]
     edits = [] if edit is None else [edit]
-    positions = torch.tensor([query.position]) if edit_positions == "answer" else None
-    with torch.no_grad(), patched(model, *edits, positions=positions):
-        return float(answer_logprob(model, final_resid(model, query.tokens), query).exp())
+    if isinstance(model, HookedEncoder) or len(queries) == 1:
+        out = []
+        for q in queries:
+            positions = torch.tensor([q.position]) if edit_positions == "answer" else None
+            with torch.no_grad(), patched(model, *edits, positions=positions):
+                out.append(float(answer_logprob(model, final_resid(model, q.tokens), q).exp()))
+        return out
+    tokens = right_padded(model, queries)
+    rows = torch.tensor([q.position for q in queries]) if edit_positions == "answer" else None
+    with torch.no_grad(), patched(model, *edits, row_positions=rows):
+        final = final_resid(model, tokens)
+        return [float(answer_logprob(model, final[i : i + 1], q).exp()) for i, q in enumerate(queries)]
 
 
 POS_GROUPS = ("noun", "verb/adj/adv", "other")

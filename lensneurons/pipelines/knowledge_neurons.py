@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from transformer_lens import HookedEncoder
 
 from lensneurons.analyses.knowledge_neurons import KnowledgeNeurons, pos_group, summarise
-from lensneurons.attribution import Query, answer_logits, encode, final_resid
+from lensneurons.attribution import Query, answer_logits, encode, final_resid, right_padded
 from lensneurons.models import HookedModel
 from lensneurons.results import ResultsFolder
 
@@ -94,8 +94,7 @@ def candidate_prompts(cfg: RunConfig, mask_token: str | None = None) -> dict[str
 
 def top1_correct(model: HookedModel, pairs: Sequence[tuple[str, str | int]]) -> list[bool]:
     """For each (prompt, answer): whether the answer's first token is the model's most likely token after the
-    prompt (at the mask). A causal LM scores all prompts in one right-padded batch: padding after a prompt
-    cannot reach it."""
+    prompt (at the mask). A causal LM scores all prompts in one right-padded batch."""
     queries = [encode(model, p, a, "first") for p, a in pairs]
     if not queries:
         return []
@@ -103,11 +102,7 @@ def top1_correct(model: HookedModel, pairs: Sequence[tuple[str, str | int]]) -> 
         if isinstance(model, HookedEncoder):  # padding would need an attention mask: one prompt at a time
             return [int(answer_logits(model, final_resid(model, q.tokens), q)[0, 0].argmax()) == int(q.targets[0])
                     for q in queries]
-        width = max(q.tokens.shape[1] for q in queries)
-        pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
-        tokens = torch.full((len(queries), width), pad, dtype=torch.long, device=model.cfg.device)
-        for row, q in enumerate(queries):
-            tokens[row, : q.tokens.shape[1]] = q.tokens[0]
+        tokens = right_padded(model, queries)
         final = final_resid(model, tokens)
         last = final[torch.arange(len(queries)), [q.position for q in queries]][:, None]
         predicted = answer_logits(model, last, Query(tokens, 0, queries[0].targets))[:, 0].argmax(-1)
