@@ -567,6 +567,10 @@ class TopK:
     def _select(self, rows: Tensor, ids: Tensor) -> None:
         """Keep the best k of the state and the candidate `rows` (c, n_elements), whose ids
         are `ids`: (c,) shared by all elements, or (c, n_elements)."""
+        if self._values is not None and self._values.shape[1] == self.k:
+            rows, ids = self._contenders(rows, ids)
+            if rows.shape[0] == 0:
+                return
         c, n_elements = rows.shape
         m = 0 if self._values is None else self._values.shape[1]
         k = min(self.k, m + c)
@@ -583,6 +587,30 @@ class TopK:
                 old_ids = self._ids[start:stop]
             best_values[start:stop], best_ids[start:stop] = self._best(cand, old_ids, new_ids, k)
         self._values, self._ids = best_values, best_ids
+
+    def _contenders(self, rows: Tensor, ids: Tensor) -> tuple[Tensor, Tensor]:
+        """Only the candidates that can still enter a full state: per element, those at least as good as
+        its k-th best (equal ones too, their id decides), packed to the top of a (c', n_elements) block
+        with per-element ids. The rest of the block is padding with the worst value: an element gets
+        padding only if some of its rows fall below its k-th best, so that value beats the padding and
+        no padding enters. After the first few blocks few values qualify, so ranking them is much
+        cheaper than ranking every row; while more than half of a block qualifies it is returned as is."""
+        kth = self._values[:, -1]
+        fits = rows >= kth if self.largest else rows <= kth  # (c, n_elements)
+        count = fits.sum(0)
+        width = int(count.max())
+        if 2 * width > rows.shape[0]:  # packing would save little: rank the block as it is
+            return rows, ids
+        n_elements = rows.shape[1]
+        pad_value = float("-inf") if self.largest else float("inf")
+        values = torch.full((width, n_elements), pad_value, dtype=rows.dtype, device=rows.device)
+        new_ids = torch.full((width, n_elements), 2**32 - 1, dtype=torch.int64, device=rows.device)
+        if width:
+            element, row = torch.nonzero(fits.T, as_tuple=True)  # grouped by element, rows ascending
+            slot = torch.arange(len(element), device=rows.device) - (count.cumsum(0) - count)[element]
+            values[slot, element] = rows[row, element]
+            new_ids[slot, element] = ids[row] if ids.ndim == 1 else ids[row, element]
+        return values, new_ids
 
     def _best(self, cand: Tensor, old_ids: Optional[Tensor], new_ids: Tensor, k: int) -> tuple[Tensor, Tensor]:
         """The k best of `cand` (rows, m + c) and their ids, best first; the first m columns

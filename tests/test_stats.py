@@ -349,6 +349,27 @@ def test_topk_equals_brute_force_in_any_batch_order(largest, k, monkeypatch, sma
         assert torch.equal(topk.ids, want_ids)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("largest", [True, False])
+def test_topk_long_stream_with_full_state_equals_brute_force(largest, dtype, monkeypatch):
+    """Once the state is full only values that can still enter are ranked: ties at the k-th value with a
+    smaller id (ids fall along the stream), ±inf and padding must all come out as brute force says."""
+    monkeypatch.setattr(TopK, "_BLOCK", 16)
+    n, k = 1500, 7
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randint(-4, 5, (n, 6), generator=gen).to(dtype)
+    x[torch.rand(n, 6, generator=gen) < 0.01] = float("inf")
+    x[torch.rand(n, 6, generator=gen) < 0.01] = float("-inf")
+    x[:, 5] = float("-inf")  # a column whose k-th value is the padding value
+    text_ids = torch.arange(n - 1, -1, -1) * 3  # later rows have smaller ids: ties at the threshold enter
+    want_vals, want_ids = _brute_topk(x, text_ids, k, largest)
+    topk = TopK(k, largest=largest)
+    for rows in _random_splits(n, 60, gen):
+        topk.update(x[rows], text_ids[rows])
+    assert torch.equal(topk.values, want_vals.to(dtype))
+    assert torch.equal(topk.ids, want_ids)
+
+
 @pytest.mark.parametrize("largest", [True, False])
 def test_topk_merged_shards_equal_brute_force(largest, small_blocks):
     n = 40
