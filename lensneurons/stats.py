@@ -561,6 +561,7 @@ class TopK:
         self._shape: Optional[torch.Size] = None  # neuron shape
         self._dtype: Optional[torch.dtype] = None  # dtype of the first update
         self._device: Optional[torch.device] = None
+        self._ordered = True  # whether the state is best first; between flushes it need not be
         self._pending: list[tuple[Tensor, Tensor]] = []  # (rows, ids) not yet selected
         self._n_pending = 0
 
@@ -585,8 +586,20 @@ class TopK:
             if m:
                 cand[:, :m] = self._values[start:stop]
                 old_ids = self._ids[start:stop]
-            best_values[start:stop], best_ids[start:stop] = self._best(cand, old_ids, new_ids, k)
-        self._values, self._ids = best_values, best_ids
+            best_values[start:stop], best_ids[start:stop] = self._best(cand, old_ids, new_ids, k, ordered=False)
+        self._values, self._ids, self._ordered = best_values, best_ids, False
+
+    def _order(self) -> None:
+        """Sort the state best first (it is kept unsorted between flushes: selecting the k best without
+        ordering them is several times cheaper at large k)."""
+        if self._ordered or self._values is None:
+            return
+        n_elements, m = self._values.shape
+        for start, stop in _column_chunks(n_elements, max(1, _BLOCK_ELEMENTS // m)):
+            ids = self._ids[start:stop]
+            self._values[start:stop], self._ids[start:stop] = self._best(
+                self._values[start:stop].clone(), ids, ids[:, :0], m, ordered=True)
+        self._ordered = True
 
     def _contenders(self, rows: Tensor, ids: Tensor) -> tuple[Tensor, Tensor]:
         """Only the candidates that can still enter a full state: per element, those at least as good as
@@ -595,7 +608,7 @@ class TopK:
         padding only if some of its rows fall below its k-th best, so that value beats the padding and
         no padding enters. After the first few blocks few values qualify, so ranking them is much
         cheaper than ranking every row; while more than half of a block qualifies it is returned as is."""
-        kth = self._values[:, -1]
+        kth = self._values.amin(1) if self.largest else self._values.amax(1)  # the state is unsorted
         fits = rows >= kth if self.largest else rows <= kth  # (c, n_elements)
         count = fits.sum(0)
         width = int(count.max())
@@ -612,9 +625,12 @@ class TopK:
             new_ids[slot, element] = ids[row] if ids.ndim == 1 else ids[row, element]
         return values, new_ids
 
-    def _best(self, cand: Tensor, old_ids: Optional[Tensor], new_ids: Tensor, k: int) -> tuple[Tensor, Tensor]:
-        """The k best of `cand` (rows, m + c) and their ids, best first; the first m columns
-        are the kept ones, with ids `old_ids` (rows, m), the rest have ids `new_ids`."""
+    def _best(
+        self, cand: Tensor, old_ids: Optional[Tensor], new_ids: Tensor, k: int, ordered: bool = True
+    ) -> tuple[Tensor, Tensor]:
+        """The k best of `cand` (rows, m + c) and their ids, best first if `ordered` (else in any
+        order); the first m columns are the kept ones, with ids `old_ids` (rows, m), the rest have
+        ids `new_ids`."""
         m = 0 if old_ids is None else old_ids.shape[1]
         if cand.dtype == torch.float32:
             # One int64 key per candidate, ascending = best first then smaller id, so that
@@ -633,7 +649,7 @@ class TopK:
             key[:, m:] |= new_ids
             if m:
                 key[:, :m] |= old_ids
-            best, order = key.topk(k, dim=1, largest=False, sorted=True)
+            best, order = key.topk(k, dim=1, largest=False, sorted=ordered)
             return cand.gather(1, order), best & 0xFFFFFFFF
         # float64 leaves no room for the id in 64 bits: two stable sorts, by id then by value
         cand_ids = torch.empty(cand.shape, dtype=torch.int64, device=cand.device)
@@ -708,16 +724,19 @@ class TopK:
     def values(self) -> Float[Tensor, "k *neuron"]:
         """The best values per element, best first (fewer than k rows if fewer were seen)."""
         self._flush()
+        self._order()
         return self._result(self._values, self._dtype)
 
     @property
     def ids(self) -> Int[Tensor, "k *neuron"]:
         """Text ids of `values`."""
         self._flush()
+        self._order()
         return self._result(self._ids, torch.int64)
 
     def state_dict(self) -> dict[str, Any]:
         self._flush()
+        self._order()
         return {
             "kind": "TopK",
             "k": self.k,
