@@ -27,6 +27,8 @@ from tqdm.auto import tqdm
 from transformer_lens import HookedEncoder
 
 from lensneurons.attribution import (
+    Query,
+    answer_logits,
     answer_logprob,
     encode,
     final_resid,
@@ -321,7 +323,16 @@ def answer_probs(
     rows = torch.tensor([q.position for q in queries]) if edit_positions == "answer" else None
     with torch.no_grad(), patched(model, *edits, row_positions=rows):
         final = final_resid(model, tokens)
-        return [float(answer_logprob(model, final[i : i + 1], q).exp()) for i, q in enumerate(queries)]
+    # every row's scored positions through one unembedding (a 262k vocabulary makes one per row costly)
+    owner = torch.cat([torch.full((len(q.targets),), i) for i, q in enumerate(queries)])
+    at = torch.cat([torch.arange(q.position, q.position + len(q.targets)) for q in queries])
+    targets = torch.cat([q.targets.cpu() for q in queries])
+    scored = final[owner, at][:, None]
+    with torch.no_grad():
+        logp = answer_logits(model, scored, Query(tokens, 0, targets[:1])).float().log_softmax(-1)[:, 0]
+    picked = logp[torch.arange(len(targets)), targets.to(logp.device)].cpu().double()
+    total = torch.zeros(len(queries), dtype=torch.float64).index_add_(0, owner, picked)
+    return total.exp().tolist()
 
 
 POS_GROUPS = ("noun", "verb/adj/adv", "other")
