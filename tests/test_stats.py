@@ -334,6 +334,7 @@ def _brute_topk(x: torch.Tensor, ids: torch.Tensor, k: int, largest: bool):
 @pytest.mark.parametrize("k", [1, 4, 40])
 def test_topk_equals_brute_force_in_any_batch_order(largest, k, monkeypatch, small_blocks):
     monkeypatch.setattr(TopK, "_BLOCK", 3)  # exercise pooling and splitting of batches
+    monkeypatch.setattr(TopK, "_BLOCK_VALUES", 0)
     n = 31
     x = torch.randint(-3, 3, (n, 5, 2)).float()  # heavy ties
     x[::2][x[::2] == 0] = -0.0  # equal to 0.0, so tied with it
@@ -349,12 +350,16 @@ def test_topk_equals_brute_force_in_any_batch_order(largest, k, monkeypatch, sma
         assert torch.equal(topk.ids, want_ids)
 
 
+@pytest.mark.parametrize("numpy_packing", [True, False])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("largest", [True, False])
-def test_topk_long_stream_with_full_state_equals_brute_force(largest, dtype, monkeypatch):
+def test_topk_long_stream_with_full_state_equals_brute_force(largest, dtype, numpy_packing, monkeypatch):
     """Once the state is full only values that can still enter are ranked: ties at the k-th value with a
-    smaller id (ids fall along the stream), ±inf and padding must all come out as brute force says."""
+    smaller id (ids fall along the stream), ±inf and padding must all come out as brute force says
+    (contenders packed by numpy, as on CPU, or by torch, as on GPU)."""
+    monkeypatch.setattr(TopK, "_NUMPY_ON_CPU", numpy_packing)
     monkeypatch.setattr(TopK, "_BLOCK", 16)
+    monkeypatch.setattr(TopK, "_BLOCK_VALUES", 0)
     n, k = 1500, 7
     gen = torch.Generator().manual_seed(3)
     x = torch.randint(-4, 5, (n, 6), generator=gen).to(dtype)

@@ -231,6 +231,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-patterns", action="store_true", help="skip PrefixSpan/POS (no tagger needed)")
     parser.add_argument("--batch-size", type=int, default=d.batch_size)
     parser.add_argument("--max-length", type=int, default=d.max_length)
+    parser.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
+                        help="sentences per saved part of the top-K pass (a rerun with the same settings resumes)")
     parser.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
     parser.add_argument("--out", required=True, help="results folder")
     parser.add_argument("--quiet", action="store_true")
@@ -246,7 +248,7 @@ def main(args: argparse.Namespace) -> dict:
         site=args.site, layers=args.layers, n_sample=args.n_sample, n_clusters=args.n_clusters,
         label_fields=list(args.label_fields), classifier_threshold=args.classifier_threshold,
         sse_k_max=args.sse_k_max, n_describe=args.n_describe, patterns=not args.no_patterns, batch_size=args.batch_size,
-        max_length=args.max_length,
+        max_length=args.max_length, checkpoint_every=args.checkpoint_every,
     )
     started = time.time()
     model = load_model(cfg.model, device=args.device)
