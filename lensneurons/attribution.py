@@ -256,6 +256,19 @@ def answer_logprob(
     return logp[:, torch.arange(k, device=logp.device), query.targets].sum(-1)
 
 
+def batch_answer_logits(
+    model: HookedModel, final: Float[Tensor, "batch pos d_model"], queries: Sequence[Query]
+) -> tuple[Float[Tensor, "scored vocab"], Int[Tensor, "scored"], Int[Tensor, "scored"]]:
+    """Logits at every scored position of a right-padded batch (row i = queries[i]), all through one final
+    norm and unembedding (with a 262k vocabulary one product per row is costly); also which query each
+    scored position belongs to and its target token."""
+    owner = torch.cat([torch.full((len(q.targets),), i) for i, q in enumerate(queries)])
+    at = torch.cat([torch.arange(q.position, q.position + len(q.targets)) for q in queries])
+    targets = torch.cat([q.targets.cpu() for q in queries])
+    logits = answer_logits(model, final[owner, at][:, None], Query(queries[0].tokens, 0, targets[:1]))[:, 0]
+    return logits, owner, targets
+
+
 # attribution ---------------------------------------------------------------------------------
 
 

@@ -43,6 +43,8 @@ _PIPELINES = [
      "sparse probing of grammaticality on BLiMP: L0 mask and Welch-t top-k probes (Sato et al.)"),
     ("corpus-neurons", "lensneurons.pipelines.corpus_neurons",
      "what single neurons respond to: top-K sentences, patterns, metadata, clusters (Oba et al.)"),
+    ("finetune-shift", "lensneurons.pipelines.finetune_shift",
+     "how far each sentence's neuron vector moves under a short fine-tune (Oba et al., step 5)"),
 ]
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from jaxtyping import Bool, Int
 from torch import Tensor
+from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
 from lensneurons.activations import tokenize
@@ -71,6 +72,7 @@ def finetune(
     params: str = "all",
     optimizer: str = "adamw",
     seed: int = 0,
+    progress: bool = False,
 ) -> HookedTransformer:
     """A copy of `model` after `steps` optimiser steps of next-token loss on `texts`.
 
@@ -78,7 +80,7 @@ def finetune(
     ``params="blocks"`` trains the transformer blocks only (embedding, unembedding and final norm
     frozen), which on Gemma-3 leaves the 262k-token embedding matrices alone: less memory and time.
     `optimizer` is ``"adamw"`` or ``"sgd"`` (no optimiser state: the least memory). The copy comes
-    back in eval mode; `model` itself is not changed.
+    back in eval mode; `model` itself is not changed. `progress` shows a bar with the running loss.
     """
     if isinstance(texts, str) or not list(texts):
         raise ValueError("texts must be a non-empty list of strings")
@@ -104,8 +106,9 @@ def finetune(
     rng = np.random.default_rng(seed)
     order: list[int] = []
     tuned.train()
+    bar = tqdm(range(steps), desc="fine-tuning", unit="step", disable=not progress)
     with torch.enable_grad():
-        for _ in range(steps):
+        for _ in bar:
             if len(order) < batch_size:
                 order += rng.permutation(len(texts)).tolist()
             chunk, order = order[:batch_size], order[batch_size:]
@@ -114,8 +117,10 @@ def finetune(
             if int(n) == 0:
                 continue
             opt.zero_grad(set_to_none=True)
-            (s / n).backward()
+            loss = s / n
+            loss.backward()
             opt.step()
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
     for name, p in tuned.named_parameters():
         p.requires_grad_(flags[name])
         p.grad = None

@@ -523,6 +523,16 @@ def test_neuron_vector_distances_on_toy_models(model):
         diff = (a - b).reshape(len(texts), -1).double()
         assert got[name]["manhattan"] == pytest.approx(diff.abs().sum(1).mean().item(), rel=1e-4)
         assert got[name]["euclidean"] == pytest.approx(diff.norm(dim=1).mean().item(), rel=1e-4)
+        relative = diff.norm(dim=1) / a.reshape(len(texts), -1).double().norm(dim=1)
+        assert got[name]["relative_euclidean"] == pytest.approx(relative.mean().item(), rel=1e-4)
+        assert got[name]["relative_euclidean_std"] == pytest.approx(relative.std().item(), rel=1e-4)
+        per_layer = [(a[:, l] - b[:, l]).double().norm(dim=1).mean().item() for l in range(a.shape[1])]
+        assert got[name]["euclidean_by_layer"] == pytest.approx(per_layer, rel=1e-4)
+    rows = neuron_vector_distances(model, other, groups, batch_size=3, per_sentence=True)
+    for name in groups:
+        each = rows[name]["per_sentence"]
+        assert len(each["euclidean"]) == len(groups[name])
+        assert np.mean(each["relative_euclidean"]) == pytest.approx(got[name]["relative_euclidean"], rel=1e-9)
     one_layer = neuron_vector_distances(model, other, {"g": groups["train"]}, layers=[1])
     a, b = _unpadded_means(model, groups["train"])[:, 1], _unpadded_means(other, groups["train"])[:, 1]
     assert one_layer["g"]["euclidean"] == pytest.approx((a - b).double().norm(dim=1).mean().item(), rel=1e-4)
@@ -552,3 +562,43 @@ def test_finetune_returns_a_trained_copy():
     for bad, match in ((dict(params="embed"), "params"), (dict(optimizer="lbfgs"), "optimizer"), (dict(steps=0), "steps")):
         with pytest.raises(ValueError, match=match):
             finetune(base, texts, **bad)
+
+
+def test_finetune_shift_pipeline_splits_groups_and_measures_movement(tmp_path):
+    from lensneurons.pipelines.finetune_shift import RunConfig, run, sentence_groups
+
+    base = toy_model(n_layers=2, d_model=16, n_ctx=64)
+    texts = _sentences(30, seed=4) + ["zq xv 99 17 kk"] * 6
+    corpus = Corpus(texts, {"source": ["reviews"] * 30 + ["noise"] * 6})
+    cfg = RunConfig(group_field="source", train_on="reviews", out_of_domain="noise", n_per_group=6, steps=20,
+                    lr=1e-2, batch_size=3)
+    groups = sentence_groups(corpus, cfg)
+    train, held, ood = groups.values()
+    assert len(train) == len(held) == len(ood) == 6 and not set(train) & set(held)
+    assert set(train + held) <= set(texts[:30]) and set(ood) == {"zq xv 99 17 kk"}
+    result = run(base, cfg, tmp_path / "shift", corpus=corpus, progress=False)
+    assert result["losses"]["training"]["after"] < result["losses"]["training"]["before"]
+    # the folder's distances are those of the fine-tuned copy (same seed, same steps) measured directly
+    from lensneurons.finetune import finetune
+
+    tuned = finetune(base, train, steps=20, lr=1e-2, batch_size=3, params="blocks", seed=0)
+    direct = neuron_vector_distances(base, tuned, groups)
+    for name in groups:
+        assert result["distances"][name]["euclidean"] == pytest.approx(direct[name]["euclidean"], rel=1e-5)
+    from scipy.stats import ttest_ind
+
+    rows = neuron_vector_distances(base, tuned, groups, per_sentence=True)
+    names = list(groups)
+    for test, other in zip(result["tests"], names[1:]):
+        want = ttest_ind(rows[names[0]]["per_sentence"]["relative_euclidean"],
+                         rows[other]["per_sentence"]["relative_euclidean"], equal_var=False)
+        assert test["b"] == other and test["welch_t"] == pytest.approx(want.statistic, rel=1e-4)
+    for name in ("config.json", "groups.json", "per_sentence.csv", "finetune_shift.json", "finetune_shift.csv",
+                 "finetune_shift.png"):
+        assert (tmp_path / "shift" / name).is_file()
+    for bad, match in ((dict(group_field="genre"), "no metadata field 'genre'"),
+                       (dict(out_of_domain="reviews"), "another source"),
+                       (dict(n_per_group=20), "has 30 sentences, 40 needed"),
+                       (dict(train_on="films"), "'films' has 0 sentences")):
+        with pytest.raises(ValueError, match=match):
+            sentence_groups(corpus, RunConfig(**{**cfg.__dict__, **bad}))

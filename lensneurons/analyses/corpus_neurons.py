@@ -708,13 +708,18 @@ def neuron_vector_distances(
     max_length: int = 128,
     include_bos: bool = False,
     progress: bool = False,
-) -> dict[str, dict[str, float]]:
+    per_sentence: bool = False,
+) -> dict[str, dict]:
     """How far each sentence's full neuron vector moves between two models, per sentence group.
 
     A sentence's vector is its mean-pooled activation at `site` in every one of `layers` (default
     all), concatenated (n_layers × width values). For each group (e.g. ``{"train": ...,
     "held_out": ..., "out_of_domain": ...}``) the result holds the mean Manhattan and Euclidean
-    distance between the two models' vectors over its sentences, their standard deviations and n.
+    distance between the two models' vectors over its sentences, their standard deviations and n;
+    `relative_euclidean`, the mean of ||a - b|| / ||a|| (a: model_a's vector), which does not grow
+    with the vectors' scale (mean-pooled vectors of short sentences are larger); and
+    `euclidean_by_layer`, the mean Euclidean distance within each layer's part of the vector. With
+    `per_sentence`, `per_sentence` holds each sentence's three distances (for tests between groups).
     The models must share the architecture's shape and the tokenizer (e.g. a model and its fine-tune).
     """
     from lensneurons.activations import pooled_activations
@@ -735,11 +740,22 @@ def neuron_vector_distances(
             raise ValueError(f"sentence group {name!r} is empty")
         kw = dict(site=site, layers=layers, pooling="mean", batch_size=batch_size, include_bos=include_bos,
                   max_length=min(max_length, model_a.cfg.n_ctx), progress=progress)
-        l1, l2 = vector_distances(pooled_activations(model_a, texts, **kw).cpu(), pooled_activations(model_b, texts, **kw).cpu())
+        a = pooled_activations(model_a, texts, **kw).cpu()  # (text, layer, neuron)
+        b = pooled_activations(model_b, texts, **kw).cpu()
+        l1, l2 = vector_distances(a, b)
+        by_layer = (a.double() - b.double()).norm(dim=-1).mean(0)
+        relative = l2 / a.double().reshape(len(texts), -1).norm(dim=1)
+        several = len(texts) > 1
         out[name] = {
             "manhattan": float(l1.mean()), "euclidean": float(l2.mean()),
-            "manhattan_std": float(l1.std()) if len(texts) > 1 else 0.0,
-            "euclidean_std": float(l2.std()) if len(texts) > 1 else 0.0,
+            "manhattan_std": float(l1.std()) if several else 0.0,
+            "euclidean_std": float(l2.std()) if several else 0.0,
+            "relative_euclidean": float(relative.mean()),
+            "relative_euclidean_std": float(relative.std()) if several else 0.0,
+            "euclidean_by_layer": [float(v) for v in by_layer],
             "n": len(texts),
         }
+        if per_sentence:
+            out[name]["per_sentence"] = {"manhattan": l1.tolist(), "euclidean": l2.tolist(),
+                                         "relative_euclidean": relative.tolist()}
     return out

@@ -27,9 +27,8 @@ from tqdm.auto import tqdm
 from transformer_lens import HookedEncoder
 
 from lensneurons.attribution import (
-    Query,
-    answer_logits,
     answer_logprob,
+    batch_answer_logits,
     encode,
     final_resid,
     integrated_gradients,
@@ -323,13 +322,8 @@ def answer_probs(
     rows = torch.tensor([q.position for q in queries]) if edit_positions == "answer" else None
     with torch.no_grad(), patched(model, *edits, row_positions=rows):
         final = final_resid(model, tokens)
-    # every row's scored positions through one unembedding (a 262k vocabulary makes one per row costly)
-    owner = torch.cat([torch.full((len(q.targets),), i) for i, q in enumerate(queries)])
-    at = torch.cat([torch.arange(q.position, q.position + len(q.targets)) for q in queries])
-    targets = torch.cat([q.targets.cpu() for q in queries])
-    scored = final[owner, at][:, None]
-    with torch.no_grad():
-        logp = answer_logits(model, scored, Query(tokens, 0, targets[:1])).float().log_softmax(-1)[:, 0]
+        logits, owner, targets = batch_answer_logits(model, final, queries)
+    logp = logits.float().log_softmax(-1)
     picked = logp[torch.arange(len(targets)), targets.to(logp.device)].cpu().double()
     total = torch.zeros(len(queries), dtype=torch.float64).index_add_(0, owner, picked)
     return total.exp().tolist()

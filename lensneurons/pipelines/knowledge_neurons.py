@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from transformer_lens import HookedEncoder
 
 from lensneurons.analyses.knowledge_neurons import KnowledgeNeurons, pos_group, summarise
-from lensneurons.attribution import Query, answer_logits, encode, final_resid, right_padded
+from lensneurons.attribution import answer_logits, batch_answer_logits, encode, final_resid, right_padded
 from lensneurons.models import HookedModel
 from lensneurons.results import ResultsFolder
 
@@ -102,11 +102,8 @@ def top1_correct(model: HookedModel, pairs: Sequence[tuple[str, str | int]]) -> 
         if isinstance(model, HookedEncoder):  # padding would need an attention mask: one prompt at a time
             return [int(answer_logits(model, final_resid(model, q.tokens), q)[0, 0].argmax()) == int(q.targets[0])
                     for q in queries]
-        tokens = right_padded(model, queries)
-        final = final_resid(model, tokens)
-        last = final[torch.arange(len(queries)), [q.position for q in queries]][:, None]
-        predicted = answer_logits(model, last, Query(tokens, 0, queries[0].targets))[:, 0].argmax(-1)
-    return [int(t) == int(q.targets[0]) for t, q in zip(predicted, queries)]
+        logits, _, targets = batch_answer_logits(model, final_resid(model, right_padded(model, queries)), queries)
+    return (logits.argmax(-1).cpu() == targets).tolist()
 
 
 def resolve_scoring(model: HookedModel, scoring: str) -> str:

@@ -1,0 +1,213 @@
+"""How far neurons move under a short fine-tune (paper O, step 5), from a labelled corpus into one folder.
+
+Sentences of one source corpus (`train_on`) are split into a training and an in-domain held-out group,
+and another corpus (`out_of_domain`) gives the third group. The model is fine-tuned for a few steps of
+next-token loss on the training group (`lensneurons.finetune`); then every sentence's full neuron vector
+(its mean-pooled activation at `site` in every layer, concatenated) is compared before and after
+(`neuron_vector_distances`). Writes the losses before and after, the distances per group (Manhattan,
+Euclidean, relative, per layer) and per sentence, Welch's t-test of training against each other group
+(relative distances), as JSON/CSV, and a figure.
+
+    lensneurons finetune-shift --model gemma-3-270m --train-on pros_cons --out-of-domain inaugural --out runs/shift
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from transformer_lens import HookedTransformer
+
+from lensneurons.analyses.corpus_neurons import neuron_vector_distances
+from lensneurons.data.corpora import Corpus, from_file, nltk_corpora
+from lensneurons.finetune import OPTIMIZERS, PARAM_SETS, finetune, lm_loss
+from lensneurons.results import ResultsFolder
+
+
+@dataclass
+class RunConfig:
+    model: str = "gemma-3-270m"
+    corpora: list[str] = field(default_factory=lambda: ["pros_cons", "inaugural"])  # NLTK corpora to read
+    data_file: Optional[str] = None  # a CSV/JSONL corpus instead of the NLTK corpora
+    text_column: str = "text"
+    group_field: str = "corpus"  # metadata field that names each sentence's source
+    train_on: str = "pros_cons"  # training and held-out sentences come from this source
+    out_of_domain: str = "inaugural"
+    n_per_group: int = 256
+    steps: int = 50
+    lr: float = 1e-4
+    batch_size: int = 16
+    params: str = "blocks"  # "blocks" leaves the embedding and unembedding frozen
+    optimizer: str = "adamw"
+    site: str = "resid"
+    layers: Optional[list[int]] = None
+    max_length: int = 128
+    random_state: int = 0
+
+
+def sentence_groups(corpus: Corpus, cfg: RunConfig) -> dict[str, list[str]]:
+    """Training, in-domain held-out and out-of-domain sentences: disjoint seeded samples of `n_per_group`."""
+    if cfg.n_per_group < 1:
+        raise ValueError(f"n_per_group must be >= 1, got {cfg.n_per_group}")
+    if cfg.group_field not in corpus.metadata:
+        raise ValueError(f"the corpus has no metadata field {cfg.group_field!r}; it has {sorted(corpus.metadata)}")
+    source = np.array([str(v) for v in corpus.metadata[cfg.group_field]], dtype=object)
+    rng = np.random.default_rng(cfg.random_state)
+
+    def members(label: str, need: int) -> np.ndarray:
+        ids = np.flatnonzero(source == label)
+        if len(ids) < need:
+            known = sorted(set(source.tolist()))
+            raise ValueError(f"{cfg.group_field} = {label!r} has {len(ids)} sentences, {need} needed "
+                             f"(values: {known[:10]}{' …' if len(known) > 10 else ''})")
+        return rng.permutation(ids)[:need]
+
+    if cfg.train_on == cfg.out_of_domain:
+        raise ValueError(f"train_on and out_of_domain are both {cfg.train_on!r}; out-of-domain needs another source")
+    inside = members(cfg.train_on, 2 * cfg.n_per_group)
+    outside = members(cfg.out_of_domain, cfg.n_per_group)
+    n = cfg.n_per_group
+    return {
+        "training": [corpus.texts[i] for i in inside[:n]],
+        f"held-out ({cfg.train_on})": [corpus.texts[i] for i in inside[n:]],
+        f"out-of-domain ({cfg.out_of_domain})": [corpus.texts[i] for i in outside],
+    }
+
+
+def group_tests(each: dict[str, dict[str, list[float]]]) -> list[dict]:
+    """Welch's t-test of the training group's per-sentence relative distances against each other group's
+    (the sentences differ between groups, so the test is unpaired)."""
+    from scipy.stats import ttest_ind
+
+    names = list(each)
+    out = []
+    for other in names[1:]:
+        a, b = each[names[0]]["relative_euclidean"], each[other]["relative_euclidean"]
+        t, p = ttest_ind(a, b, equal_var=False)
+        out.append({"a": names[0], "b": other, "mean_a": float(np.mean(a)), "mean_b": float(np.mean(b)),
+                    "welch_t": float(t), "p_value": float(p)})
+    return out
+
+
+def plot_shift(distances: dict[str, dict], losses: dict[str, dict]):
+    """Bars of the mean relative distance per group, and the mean Euclidean distance per layer."""
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
+    names = list(distances)
+    left.bar(range(len(names)), [distances[g]["relative_euclidean"] for g in names], color="tab:blue")
+    left.set_xticks(range(len(names)), [f"{g}\nloss {losses[g]['before']:.2f}→{losses[g]['after']:.2f}" for g in names],
+                    fontsize=8)
+    left.set_ylabel("mean ||after − before|| / ||before||")
+    left.set_title("Movement of each sentence's neuron vector")
+    for g in names:
+        right.plot(distances[g]["euclidean_by_layer"], marker="o", ms=3, label=g)
+    right.set_xlabel("layer (position among the analysed layers)")
+    right.set_yscale("log")  # the residual stream's norm, and with it every distance, grows with depth
+    right.set_ylabel("mean Euclidean distance")
+    right.set_title("By layer")
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def run(model: HookedTransformer, cfg: RunConfig, out: str | Path, corpus: Optional[Corpus] = None,
+        progress: bool = True) -> dict:
+    """Fine-tune a copy of `model` and measure how far each group's neuron vectors move; `model` is unchanged."""
+    if cfg.params not in PARAM_SETS or cfg.optimizer not in OPTIMIZERS:
+        raise ValueError(f"params must be one of {PARAM_SETS} and optimizer one of {OPTIMIZERS}")
+    corpus = (from_file(cfg.data_file, cfg.text_column) if cfg.data_file else nltk_corpora(cfg.corpora)) \
+        if corpus is None else corpus
+    groups = sentence_groups(corpus, cfg)
+    folder = ResultsFolder(out)
+    folder.json("config.json", asdict(cfg))
+    timings = {}
+
+    started = time.time()
+    tuned = finetune(model, groups["training"], steps=cfg.steps, lr=cfg.lr, batch_size=cfg.batch_size,
+                     max_length=cfg.max_length, params=cfg.params, optimizer=cfg.optimizer, seed=cfg.random_state,
+                     progress=progress)
+    timings["finetune_s"] = round(time.time() - started, 2)
+
+    started = time.time()
+    losses = {name: {"before": lm_loss(model, texts, max_length=cfg.max_length),
+                     "after": lm_loss(tuned, texts, max_length=cfg.max_length)} for name, texts in groups.items()}
+    timings["loss_s"] = round(time.time() - started, 2)
+
+    started = time.time()
+    distances = neuron_vector_distances(model, tuned, groups, site=cfg.site, layers=cfg.layers,
+                                        max_length=cfg.max_length, progress=progress, per_sentence=True)
+    timings["distances_s"] = round(time.time() - started, 2)
+    each = {name: d.pop("per_sentence") for name, d in distances.items()}
+    tests = group_tests(each)
+
+    folder.json("groups.json", groups)
+    folder.csv("per_sentence.csv", [
+        {"group": name, "sentence": i, "manhattan": round(l1, 4), "euclidean": round(l2, 4),
+         "relative_euclidean": round(rel, 6)}
+        for name, d in each.items()
+        for i, (l1, l2, rel) in enumerate(zip(d["manhattan"], d["euclidean"], d["relative_euclidean"]))
+    ])
+    folder.json("finetune_shift.json", {"losses": losses, "distances": distances, "tests": tests, "timings": timings})
+    folder.csv("finetune_shift.csv", [
+        {"group": name, "n": d["n"], "loss_before": round(losses[name]["before"], 4),
+         "loss_after": round(losses[name]["after"], 4), "manhattan": round(d["manhattan"], 4),
+         "euclidean": round(d["euclidean"], 4), "relative_euclidean": round(d["relative_euclidean"], 6),
+         "manhattan_std": round(d["manhattan_std"], 4), "euclidean_std": round(d["euclidean_std"], 4)}
+        for name, d in distances.items()
+    ])
+    folder.figure("finetune_shift.png", plot_shift(distances, losses))
+    return {"out": str(folder.path), "losses": losses, "distances": distances, "tests": tests, "timings": timings}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of the `finetune-shift` subcommand (defaults: `RunConfig`)."""
+    d = RunConfig()
+    parser.add_argument("--model", default=d.model, help="embedded model or any TransformerLens name")
+    parser.add_argument("--corpora", nargs="+", default=d.corpora, help="NLTK corpora to read")
+    parser.add_argument("--data-file", default=None, help="a CSV/JSONL corpus instead (text column + metadata columns)")
+    parser.add_argument("--text-column", default=d.text_column)
+    parser.add_argument("--group-field", default=d.group_field, help="metadata field naming each sentence's source")
+    parser.add_argument("--train-on", default=d.train_on, help="source of the training and held-out sentences")
+    parser.add_argument("--out-of-domain", default=d.out_of_domain, help="source of the out-of-domain sentences")
+    parser.add_argument("--n-per-group", type=int, default=d.n_per_group)
+    parser.add_argument("--steps", type=int, default=d.steps, help="optimiser steps")
+    parser.add_argument("--lr", type=float, default=d.lr)
+    parser.add_argument("--batch-size", type=int, default=d.batch_size, help="sentences per step")
+    parser.add_argument("--params", default=d.params, choices=PARAM_SETS)
+    parser.add_argument("--optimizer", default=d.optimizer, choices=OPTIMIZERS)
+    parser.add_argument("--site", default=d.site, help="resid (the paper's) | mlp | mlp_pre")
+    parser.add_argument("--layers", type=int, nargs="+", default=None)
+    parser.add_argument("--max-length", type=int, default=d.max_length)
+    parser.add_argument("--seed", type=int, default=d.random_state)
+    parser.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
+    parser.add_argument("--out", required=True, help="results folder")
+    parser.add_argument("--quiet", action="store_true")
+
+
+def main(args: argparse.Namespace) -> dict:
+    """Run the `finetune-shift` subcommand from parsed `args`."""
+    from lensneurons.models import load_model
+
+    cfg = RunConfig(
+        model=args.model, corpora=list(args.corpora), data_file=args.data_file, text_column=args.text_column,
+        group_field=args.group_field, train_on=args.train_on, out_of_domain=args.out_of_domain,
+        n_per_group=args.n_per_group, steps=args.steps, lr=args.lr, batch_size=args.batch_size, params=args.params,
+        optimizer=args.optimizer, site=args.site, layers=args.layers, max_length=args.max_length,
+        random_state=args.seed,
+    )
+    corpus = from_file(cfg.data_file, cfg.text_column) if cfg.data_file else nltk_corpora(cfg.corpora)
+    sentence_groups(corpus, cfg)  # a bad split fails here, before the model takes its time to load
+    model = load_model(cfg.model, device=args.device)
+    result = run(model, cfg, args.out, corpus=corpus, progress=not args.quiet)
+    for name, d in result["distances"].items():
+        loss = result["losses"][name]
+        print(f"{name:>32}: loss {loss['before']:.3f} -> {loss['after']:.3f}; mean Manhattan {d['manhattan']:.1f}, "
+              f"Euclidean {d['euclidean']:.2f}, relative {d['relative_euclidean']:.4f}")
+    for t in result["tests"]:
+        print(f"relative distance, {t['a']} vs {t['b']}: Welch t = {t['welch_t']:.2f}, p = {t['p_value']:.3g}")
+    print(f"Results are in {result['out']}/: config.json, groups.json, per_sentence.csv, finetune_shift.{{json,csv,png}}")
+    return result
