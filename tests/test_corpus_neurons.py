@@ -602,3 +602,28 @@ def test_finetune_shift_pipeline_splits_groups_and_measures_movement(tmp_path):
                        (dict(train_on="films"), "'films' has 0 sentences")):
         with pytest.raises(ValueError, match=match):
             sentence_groups(corpus, RunConfig(**{**cfg.__dict__, **bad}))
+
+
+def test_length_adjusted_group_tests_match_least_squares():
+    from sklearn.linear_model import LinearRegression
+
+    from lensneurons.pipelines.finetune_shift import group_tests
+
+    rng = np.random.default_rng(0)
+    lengths = {"training": rng.integers(3, 30, 200), "held": rng.integers(3, 15, 150), "ood": rng.integers(10, 80, 120)}
+    effect = {"training": 0.02, "held": 0.0, "ood": 0.0}  # at equal length only training moves more
+    each = {g: {"relative_euclidean": (0.4 - 0.06 * np.log(n) + effect[g] + rng.normal(0, 0.01, len(n))).tolist()}
+            for g, n in lengths.items()}
+    tests = group_tests(each, {g: n.tolist() for g, n in lengths.items()})
+    x = np.column_stack([np.log(np.concatenate(list(lengths.values()))),
+                         np.repeat([0, 1, 0], [200, 150, 120]), np.repeat([0, 0, 1], [200, 150, 120])])
+    y = np.concatenate([each[g]["relative_euclidean"] for g in lengths])
+    fit = LinearRegression().fit(x, y)
+    assert [t["adjusted_difference"] for t in tests] == pytest.approx(-fit.coef_[1:], rel=1e-9)
+    assert tests[0]["log_tokens_slope"] == pytest.approx(fit.coef_[0], rel=1e-9)
+    assert tests[0]["adjusted_p_value"] < 1e-10 and tests[1]["adjusted_p_value"] < 1e-10
+    # ood sentences are longer, so their raw mean is lower although at equal length they match held-out ones
+    assert tests[1]["mean_b"] < np.mean(each["held"]["relative_euclidean"])
+    assert abs(tests[1]["adjusted_difference"] - 0.02) < 0.005
+    with pytest.raises(ValueError, match="one length per sentence"):
+        group_tests(each, {"training": [3] * 200, "held": [3] * 150, "ood": [3] * 10})

@@ -5,8 +5,9 @@ and another corpus (`out_of_domain`) gives the third group. The model is fine-tu
 next-token loss on the training group (`lensneurons.finetune`); then every sentence's full neuron vector
 (its mean-pooled activation at `site` in every layer, concatenated) is compared before and after
 (`neuron_vector_distances`). Writes the losses before and after, the distances per group (Manhattan,
-Euclidean, relative, per layer) and per sentence, Welch's t-test of training against each other group
-(relative distances), as JSON/CSV, and a figure.
+Euclidean, relative, per layer) and per sentence, tests of training against each other group on relative
+distance (Welch's t, and a length-adjusted regression: sentence length alone changes how far a mean moves),
+as JSON/CSV, and a figure.
 
     lensneurons finetune-shift --model gemma-3-270m --train-on pros_cons --out-of-domain inaugural --out runs/shift
 """
@@ -21,6 +22,7 @@ from typing import Optional
 import numpy as np
 from transformer_lens import HookedTransformer
 
+from lensneurons.activations import tokenize
 from lensneurons.analyses.corpus_neurons import neuron_vector_distances
 from lensneurons.data.corpora import Corpus, from_file, nltk_corpora
 from lensneurons.finetune import OPTIMIZERS, PARAM_SETS, finetune, lm_loss
@@ -77,18 +79,41 @@ def sentence_groups(corpus: Corpus, cfg: RunConfig) -> dict[str, list[str]]:
     }
 
 
-def group_tests(each: dict[str, dict[str, list[float]]]) -> list[dict]:
-    """Welch's t-test of the training group's per-sentence relative distances against each other group's
-    (the sentences differ between groups, so the test is unpaired)."""
+def group_tests(each: dict[str, dict[str, list[float]]], n_tokens: dict[str, list[int]]) -> list[dict]:
+    """The training group (the first) against each other group on per-sentence relative distance.
+
+    Raw: Welch's t-test (the sentences differ between groups, so it is unpaired). Length-adjusted: least
+    squares of relative distance on log(tokens) and one indicator per non-training group, because a mean
+    over more tokens moves less by averaging alone and the groups' lengths differ; `adjusted_difference`
+    is training minus the other group at equal length, with its t statistic and two-sided p-value.
+    """
+    from scipy.stats import t as t_dist
     from scipy.stats import ttest_ind
 
     names = list(each)
+    rel = np.concatenate([np.asarray(each[g]["relative_euclidean"], dtype=float) for g in names])
+    lengths = np.concatenate([np.asarray(n_tokens[g], dtype=float) for g in names])
+    if len(lengths) != len(rel):
+        raise ValueError("n_tokens must give one length per sentence of every group")
+    if lengths.min() < 1:
+        raise ValueError("every sentence needs at least one pooled token")
+    group = np.concatenate([np.full(len(each[g]["relative_euclidean"]), i) for i, g in enumerate(names)])
+    design = np.column_stack([np.ones_like(rel), np.log(lengths)] + [group == i for i in range(1, len(names))])
+    beta, *_ = np.linalg.lstsq(design, rel, rcond=None)
+    dof = len(rel) - design.shape[1]
+    resid = rel - design @ beta
+    cov = (resid @ resid / dof) * np.linalg.pinv(design.T @ design)
     out = []
-    for other in names[1:]:
+    for i, other in enumerate(names[1:], start=2):
         a, b = each[names[0]]["relative_euclidean"], each[other]["relative_euclidean"]
         t, p = ttest_ind(a, b, equal_var=False)
+        diff, se = -beta[i], float(np.sqrt(cov[i, i]))
+        t_adj = diff / se if se > 0 else float("nan")
         out.append({"a": names[0], "b": other, "mean_a": float(np.mean(a)), "mean_b": float(np.mean(b)),
-                    "welch_t": float(t), "p_value": float(p)})
+                    "welch_t": float(t), "p_value": float(p),
+                    "adjusted_difference": float(diff), "adjusted_t": float(t_adj),
+                    "adjusted_p_value": float(2 * t_dist.sf(abs(t_adj), dof)),
+                    "log_tokens_slope": float(beta[1])})
     return out
 
 
@@ -142,14 +167,17 @@ def run(model: HookedTransformer, cfg: RunConfig, out: str | Path, corpus: Optio
                                         max_length=cfg.max_length, progress=progress, per_sentence=True)
     timings["distances_s"] = round(time.time() - started, 2)
     each = {name: d.pop("per_sentence") for name, d in distances.items()}
-    tests = group_tests(each)
+    skip_bos = int(model.cfg.default_prepend_bos)  # the pooled tokens: BOS is left out of the mean
+    n_tokens = {name: [len(ids) - skip_bos for ids in tokenize(model, texts, max_length=cfg.max_length)]
+                for name, texts in groups.items()}
+    tests = group_tests(each, n_tokens)
 
     folder.json("groups.json", groups)
     folder.csv("per_sentence.csv", [
-        {"group": name, "sentence": i, "manhattan": round(l1, 4), "euclidean": round(l2, 4),
+        {"group": name, "sentence": i, "tokens": n, "manhattan": round(l1, 4), "euclidean": round(l2, 4),
          "relative_euclidean": round(rel, 6)}
         for name, d in each.items()
-        for i, (l1, l2, rel) in enumerate(zip(d["manhattan"], d["euclidean"], d["relative_euclidean"]))
+        for i, (n, l1, l2, rel) in enumerate(zip(n_tokens[name], d["manhattan"], d["euclidean"], d["relative_euclidean"]))
     ])
     folder.json("finetune_shift.json", {"losses": losses, "distances": distances, "tests": tests, "timings": timings})
     folder.csv("finetune_shift.csv", [
@@ -208,6 +236,7 @@ def main(args: argparse.Namespace) -> dict:
         print(f"{name:>32}: loss {loss['before']:.3f} -> {loss['after']:.3f}; mean Manhattan {d['manhattan']:.1f}, "
               f"Euclidean {d['euclidean']:.2f}, relative {d['relative_euclidean']:.4f}")
     for t in result["tests"]:
-        print(f"relative distance, {t['a']} vs {t['b']}: Welch t = {t['welch_t']:.2f}, p = {t['p_value']:.3g}")
+        print(f"relative distance, {t['a']} vs {t['b']}: Welch t = {t['welch_t']:.2f}, p = {t['p_value']:.3g}; "
+              f"at equal length {t['adjusted_difference']:+.4f}, t = {t['adjusted_t']:.2f}, p = {t['adjusted_p_value']:.3g}")
     print(f"Results are in {result['out']}/: config.json, groups.json, per_sentence.csv, finetune_shift.{{json,csv,png}}")
     return result
