@@ -50,6 +50,10 @@ class RunConfig:
     random_state: int = 0
 
 
+def load_corpus(cfg: RunConfig) -> Corpus:
+    return from_file(cfg.data_file, cfg.text_column) if cfg.data_file else nltk_corpora(cfg.corpora)
+
+
 def sentence_groups(corpus: Corpus, cfg: RunConfig) -> dict[str, list[str]]:
     """Training, in-domain held-out and out-of-domain sentences: disjoint seeded samples of `n_per_group`."""
     if cfg.n_per_group < 1:
@@ -144,8 +148,7 @@ def run(model: HookedTransformer, cfg: RunConfig, out: str | Path, corpus: Optio
     """Fine-tune a copy of `model` and measure how far each group's neuron vectors move; `model` is unchanged."""
     if cfg.params not in PARAM_SETS or cfg.optimizer not in OPTIMIZERS:
         raise ValueError(f"params must be one of {PARAM_SETS} and optimizer one of {OPTIMIZERS}")
-    corpus = (from_file(cfg.data_file, cfg.text_column) if cfg.data_file else nltk_corpora(cfg.corpora)) \
-        if corpus is None else corpus
+    corpus = load_corpus(cfg) if corpus is None else corpus
     groups = sentence_groups(corpus, cfg)
     folder = ResultsFolder(out)
     folder.json("config.json", asdict(cfg))
@@ -227,7 +230,7 @@ def main(args: argparse.Namespace) -> dict:
         optimizer=args.optimizer, site=args.site, layers=args.layers, max_length=args.max_length,
         random_state=args.seed,
     )
-    corpus = from_file(cfg.data_file, cfg.text_column) if cfg.data_file else nltk_corpora(cfg.corpora)
+    corpus = load_corpus(cfg)
     sentence_groups(corpus, cfg)  # a bad split fails here, before the model takes its time to load
     model = load_model(cfg.model, device=args.device)
     result = run(model, cfg, args.out, corpus=corpus, progress=not args.quiet)
