@@ -710,12 +710,15 @@ class TopK:
         order = torch.sort(cand, dim=1, descending=self.largest, stable=True).indices[:, :k]
         return cand.gather(1, order), cand_ids.gather(1, order)
 
-    def _flush(self) -> None:
-        if not self._n_pending:
-            return
-        rows, ids = self._pending[: self._n_pending], self._pending_ids[: self._n_pending]
-        self._n_pending = 0
-        self._select(rows, ids)
+    def _flush(self, release: bool = False) -> None:
+        """Select the pending rows. `release` also frees the block (at k = 10,000 over 11,520 neurons
+        it is 461 MB); readers release it, and an update after a read allocates a fresh one."""
+        if self._n_pending:
+            rows, ids = self._pending[: self._n_pending], self._pending_ids[: self._n_pending]
+            self._n_pending = 0
+            self._select(rows, ids)
+        if release:
+            self._pending = self._pending_ids = None
 
     def update(self, x: Float[Tensor, "batch *neuron"], ids: Int[Tensor, "batch"]) -> "TopK":
         """Add rows `x` for texts `ids`."""
@@ -760,14 +763,14 @@ class TopK:
             raise ValueError(
                 f"cannot merge TopK(k={other.k}, largest={other.largest}) into TopK(k={self.k}, largest={self.largest})"
             )
-        other._flush()
+        other._flush(release=True)
         if other._values is None:
             return self
         if self._shape is not None and other._shape != self._shape:
             raise ValueError(f"neuron shape {tuple(other._shape)} does not match {tuple(self._shape)}")
         if self._dtype is None:
             self._shape, self._dtype, self._device = other._shape, other._dtype, other._device
-        self._flush()
+        self._flush(release=True)
         work = self._values.dtype if self._values is not None else other._values.dtype
         self._select(other._values.to(self._device, work).T, other._ids.to(self._device).T)
         return self
@@ -780,19 +783,19 @@ class TopK:
     @property
     def values(self) -> Float[Tensor, "k *neuron"]:
         """The best values per element, best first (fewer than k rows if fewer were seen)."""
-        self._flush()
+        self._flush(release=True)
         self._order()
         return self._result(self._values, self._dtype)
 
     @property
     def ids(self) -> Int[Tensor, "k *neuron"]:
         """Text ids of `values`."""
-        self._flush()
+        self._flush(release=True)
         self._order()
         return self._result(self._ids, torch.int64)
 
     def state_dict(self) -> dict[str, Any]:
-        self._flush()
+        self._flush(release=True)
         self._order()
         return {
             "kind": "TopK",

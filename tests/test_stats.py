@@ -405,6 +405,20 @@ def test_topk_other_dtypes(dtype, small_blocks):
     assert torch.equal(topk.values.float(), want_vals) and torch.equal(topk.ids, want_ids)
 
 
+def test_topk_read_mid_stream_frees_block_and_continues_exactly(small_blocks):
+    """Reading values (as a checkpoint does) frees the pending block; later updates allocate a new one
+    and the result still equals brute force over the whole stream."""
+    n = 60
+    x = torch.randint(-3, 3, (n, 4)).float()
+    want_vals, want_ids = _brute_topk(x, torch.arange(n), 6, largest=True)
+    topk = TopK(6)
+    for rows in torch.arange(n).split(7):
+        topk.update(x[rows], rows)
+        topk.state_dict()
+        assert topk._pending is None
+    assert torch.equal(topk.values, want_vals) and torch.equal(topk.ids, want_ids)
+
+
 def test_topk_fewer_rows_than_k():
     x = torch.tensor([[1.0, 5.0], [3.0, 5.0]])
     topk = TopK(4).update(x, torch.tensor([7, 2]))
