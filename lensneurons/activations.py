@@ -153,21 +153,23 @@ def stream_pooled(
 
     fwd_hooks = [(hook_name(site, layer), make_hook(slot)) for slot, layer in enumerate(layers)]
     bar = tqdm(total=len(own), desc=f"pooling {site} activations", unit="text", disable=not progress)
-    with torch.inference_mode():
-        for batch in length_batches(token_ids, batch_size, pad_id, ids=own, device=device):
-            current["mask"] = batch.mask
-            if skip_first:
-                current["mask"] = batch.mask.clone()
-                current["mask"][:, 0] = False
-            current["pooled"] = torch.empty(len(batch.ids), len(layers), width, device=device)
+    for batch in length_batches(token_ids, batch_size, pad_id, ids=own, device=device):
+        current["mask"] = batch.mask
+        if skip_first:
+            current["mask"] = batch.mask.clone()
+            current["mask"][:, 0] = False
+        current["pooled"] = torch.empty(len(batch.ids), len(layers), width, device=device)
+        # inference mode only around the forward: a `with` around the loop would stay on in the caller's
+        # code between yields, and the caller's tensors would become inference tensors
+        with torch.inference_mode():
             model.run_with_hooks(
                 batch.tokens,
                 attention_mask=batch.mask.long(),
                 stop_at_layer=max(layers) + 1,
                 fwd_hooks=fwd_hooks,
             )
-            bar.update(len(batch.ids))
-            yield batch.ids, current["pooled"]
+        bar.update(len(batch.ids))
+        yield batch.ids, current["pooled"]
     bar.close()
 
 

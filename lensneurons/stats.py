@@ -592,6 +592,9 @@ class TopK:
         self._pending_ids: Optional[Tensor] = None
         self._n_pending = 0
 
+    # The state must hold normal tensors, not inference tensors: it is sorted in place when read, often after
+    # the inference_mode of the stream that filled it has ended (which may have selected its last block).
+    @torch.inference_mode(False)
     def _select(self, rows: Tensor, ids: Tensor) -> None:
         """Keep the best k of the state and the candidate `rows` (c, n_elements), whose ids
         are `ids`: (c,) shared by all elements, or (c, n_elements)."""
@@ -616,6 +619,7 @@ class TopK:
             best_values[start:stop], best_ids[start:stop] = self._best(cand, old_ids, new_ids, k, ordered=False)
         self._values, self._ids, self._ordered = best_values, best_ids, False
 
+    @torch.inference_mode(False)
     def _order(self) -> None:
         """Sort the state best first (it is kept unsorted between flushes: selecting the k best without
         ordering them is several times cheaper at large k)."""

@@ -63,6 +63,14 @@ def test_attention_only_model_supports_resid_but_not_mlp():
         pooled_activations(attn, TEXTS, site="mlp", progress=False)
 
 
+def test_stream_leaves_no_inference_mode_to_the_caller(model):
+    from lensneurons.activations import stream_pooled
+
+    for ids, pooled in stream_pooled(model, TEXTS, batch_size=2, progress=False):
+        assert not torch.is_inference_mode_enabled()
+        assert not pooled.is_inference()
+
+
 def test_shards_merge_to_the_single_pass(model):
     from lensneurons.stats import Stack
 

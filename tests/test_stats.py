@@ -419,6 +419,24 @@ def test_topk_read_mid_stream_frees_block_and_continues_exactly(small_blocks):
     assert torch.equal(topk.values, want_vals) and torch.equal(topk.ids, want_ids)
 
 
+def test_topk_filled_in_inference_mode_reads_outside_it(monkeypatch, small_blocks):
+    """A stream that fills the block exactly is selected inside `inference_mode` (as `stream_pooled`'s
+    generator leaves it on between batches); reading and updating outside it must still work."""
+    monkeypatch.setattr(TopK, "_BLOCK", 4)
+    monkeypatch.setattr(TopK, "_BLOCK_VALUES", 0)
+    x = torch.randn(20, 3)
+    topk = TopK(4)
+    with torch.inference_mode():
+        for rows in torch.arange(16).split(4):
+            topk.update(x[rows], rows)
+    want_vals, want_ids = _brute_topk(x[:16], torch.arange(16), 4, largest=True)
+    assert torch.equal(topk.values, want_vals) and torch.equal(topk.ids, want_ids)
+    topk.update(x[16:], torch.arange(16, 20))
+    want_vals, want_ids = _brute_topk(x, torch.arange(20), 4, largest=True)
+    assert torch.equal(topk.values, want_vals) and torch.equal(topk.ids, want_ids)
+    assert not topk.values.is_inference()
+
+
 def test_topk_fewer_rows_than_k():
     x = torch.tensor([[1.0, 5.0], [3.0, 5.0]])
     topk = TopK(4).update(x, torch.tensor([7, 2]))
