@@ -420,8 +420,8 @@ def test_topk_read_mid_stream_frees_block_and_continues_exactly(small_blocks):
 
 
 def test_topk_filled_in_inference_mode_reads_outside_it(monkeypatch, small_blocks):
-    """A stream that fills the block exactly is selected inside `inference_mode` (as `stream_pooled`'s
-    generator leaves it on between batches); reading and updating outside it must still work."""
+    """A stream that fills the block exactly is selected inside the caller's `inference_mode` (as
+    `stream_pooled` once left it on between batches); reading and updating outside it must still work."""
     monkeypatch.setattr(TopK, "_BLOCK", 4)
     monkeypatch.setattr(TopK, "_BLOCK_VALUES", 0)
     x = torch.randn(20, 3)
