@@ -8,7 +8,7 @@ OUT    ?= results/demo
 # Real datasets (see ../shared/data/README.md); override to point elsewhere.
 export LENSNEURONS_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: demo test test-fast bench reproduce-L install clean
+.PHONY: demo test test-fast bench reproduce-L results-docs install clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ bench: $(STAMP)
 reproduce-L: $(STAMP)
 	$(VENV)/bin/lensneurons language-neurons --model gemma-3-270m --preset paper --out results/language_neurons_kojima
 	$(VENV)/bin/lensneurons language-neurons --model gemma-3-270m --preset flores17 --out results/language_neurons_flores17
+
+# Regenerate the tables in docs/results/*.md from their CSV files in docs/results/data/.
+results-docs: $(STAMP)
+	$(PY) docs/results/build_tables.py
 
 clean:
 	rm -rf $(VENV) results .pytest_cache
