@@ -26,8 +26,8 @@ import time
 
 import torch
 
-from lensneurons.attribution import integrated_gradients, integrated_gradients_naive
-from lensneurons.models import load_model, toy_model
+from lensneurons.lenses.knowledge.attribution import integrated_gradients, integrated_gradients_naive
+from lensneurons.core.models import load_model, toy_model
 
 PROMPTS = [
     ("The capital of Finland is", " Helsinki"),

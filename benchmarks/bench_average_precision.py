@@ -1,4 +1,4 @@
-"""Time `lensneurons.stats.average_precision` against a per-neuron sklearn loop.
+"""Time `lensneurons.core.stats.average_precision` against a per-neuron sklearn loop.
 
 Workload of the language-neuron analysis: one score per (text, neuron) for a Gemma-3-270M
 MLP (18 layers x 2048 = 36,864 neurons), 3,000 texts, 6 languages with 500 texts each; one
@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from sklearn.metrics import average_precision_score
 
-from lensneurons.stats import average_precision, average_precision_multi
+from lensneurons.core.stats import average_precision, average_precision_multi
 
 
 def _peak_rss_mib() -> float:

@@ -26,9 +26,9 @@ import time
 
 import torch
 
-from lensneurons.activations import length_batches, pool, pooled_activations, tokenize
-from lensneurons.models import load_model, toy_model
-from lensneurons.sites import hook_name
+from lensneurons.core.activations import length_batches, pool, pooled_activations, tokenize
+from lensneurons.core.models import load_model, toy_model
+from lensneurons.core.sites import hook_name
 
 _CLEAR_REFS = "/proc/self/clear_refs"
 

@@ -1,4 +1,4 @@
-"""Batched probe training (`lensneurons.probes.train_probes`) against a loop of scikit-learn fits.
+"""Batched probe training (`lensneurons.lenses.grammar.probes.train_probes`) against a loop of scikit-learn fits.
 
 Same features, same train/test splits, same objective (L2 logistic regression, C=1, features standardised
 with the train mean and std):
@@ -29,9 +29,9 @@ import time
 import numpy as np
 import torch
 
-from lensneurons.analyses.sparse_probing import pair_split
-from lensneurons.probes import NEWTON_MAX_WIDTH, subset_probe_accuracies, train_probes
-from lensneurons.store import ActivationStore
+from lensneurons.lenses.grammar.analysis import pair_split
+from lensneurons.lenses.grammar.probes import NEWTON_MAX_WIDTH, subset_probe_accuracies, train_probes
+from lensneurons.lenses.grammar.store import ActivationStore
 
 
 def synthetic(n_layers: int, n_tasks: int, n_pairs: int, d: int, seed: int = 0):
@@ -62,8 +62,8 @@ def split(data: dict, test_fraction: float = 0.2):
 
 
 def top_k_columns(x, y, k):
-    from lensneurons.analyses.sparse_probing import top_k_subsets
-    from lensneurons.stats import welch_t
+    from lensneurons.lenses.grammar.analysis import top_k_subsets
+    from lensneurons.core.stats import welch_t
 
     t = torch.stack([welch_t(x[g], y[g]).float() for g in range(x.shape[0])])
     return top_k_subsets(t, k)
@@ -83,8 +83,8 @@ def sklearn_loop(x, y, xt, yt, subset=None):
 
 def study_subsets(x, y, draws: int, seed: int = 0) -> list[torch.Tensor]:
     """The sparse-probing study's plain-probe subsets (variant, group, k): top-k per k, random draws per k."""
-    from lensneurons.analyses.sparse_probing import _random_complement, log_grid, top_k_subsets
-    from lensneurons.stats import welch_t
+    from lensneurons.lenses.grammar.analysis import _random_complement, log_grid, top_k_subsets
+    from lensneurons.core.stats import welch_t
 
     d = x.shape[2]
     t = torch.stack([welch_t(x[g], y[g]).float() for g in range(x.shape[0])]).nan_to_num(0.0)

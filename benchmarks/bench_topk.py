@@ -1,4 +1,4 @@
-"""Time the streaming `lensneurons.stats.TopK` against a Python `heapq` per neuron.
+"""Time the streaming `lensneurons.core.stats.TopK` against a Python `heapq` per neuron.
 
 Workload of the corpus-neuron analysis (paper O): the top-K sentences of every neuron of one layer
 (Gemma-3-270M residual stream: 640 neurons) over 100,000 sentences, arriving in batches of 32 as
@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from lensneurons.stats import TopK
+from lensneurons.core.stats import TopK
 
 
 def _status_mib(field: str) -> float:

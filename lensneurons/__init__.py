@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import importlib
 
+from lensneurons import _moved
+
+_moved.install()
+
 _EXPORTS = {
-    "lensneurons.models": ["load_model", "toy_model"],
-    "lensneurons.activations": ["pooled_activations", "collect", "stream_pooled"],
-    "lensneurons.stats": [
+    "lensneurons.core.models": ["load_model", "toy_model"],
+    "lensneurons.core.activations": ["pooled_activations", "collect", "stream_pooled"],
+    "lensneurons.core.stats": [
         "average_precision",
         "average_precision_multi",
         "welch_t",
@@ -24,14 +28,14 @@ _EXPORTS = {
         "Stack",
         "TopK",
     ],
-    "lensneurons.neurons": ["NeuronSet", "overlap_matrix"],
-    "lensneurons.patching": ["NeuronEdit", "patched", "zero", "scale", "set_to"],
-    "lensneurons.attribution": ["integrated_gradients", "CompletenessWarning"],
-    "lensneurons.probes": ["train_probes"],
-    "lensneurons.analyses.language_neurons": ["LanguageNeurons"],
-    "lensneurons.analyses.knowledge_neurons": ["KnowledgeNeurons"],
-    "lensneurons.analyses.sparse_probing": ["SparseProbing"],
-    "lensneurons.analyses.corpus_neurons": ["CorpusNeurons"],
+    "lensneurons.core.neurons": ["NeuronSet", "overlap_matrix"],
+    "lensneurons.core.patching": ["NeuronEdit", "patched", "zero", "scale", "set_to"],
+    "lensneurons.lenses.knowledge.attribution": ["integrated_gradients", "CompletenessWarning"],
+    "lensneurons.lenses.grammar.probes": ["train_probes"],
+    "lensneurons.lenses.language.analysis": ["LanguageNeurons"],
+    "lensneurons.lenses.knowledge.analysis": ["KnowledgeNeurons"],
+    "lensneurons.lenses.grammar.analysis": ["SparseProbing"],
+    "lensneurons.lenses.corpus.analysis": ["CorpusNeurons"],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 

@@ -52,7 +52,7 @@ TOP_K = 3
 
 
 def reducers():
-    from lensneurons.stats import Stack, TopK, WelchT
+    from lensneurons.core.stats import Stack, TopK, WelchT
 
     return [Stack(), WelchT(LABELS), TopK(TOP_K)]
 
@@ -69,9 +69,9 @@ def results(stack, welch, topk) -> dict:
 
 
 def main(outdir: str) -> None:
-    from lensneurons import distributed
-    from lensneurons.activations import collect, stream_pooled
-    from lensneurons.models import toy_model
+    from lensneurons.core import distributed
+    from lensneurons.core.activations import collect, stream_pooled
+    from lensneurons.core.models import toy_model
 
     distributed.init_from_env()
     rank, world = distributed.rank(), distributed.world_size()

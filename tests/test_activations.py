@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from lensneurons.activations import collect, pool, pooled_activations, shard_range, tokenize
-from lensneurons.models import toy_model
-from lensneurons.sites import hook_name
+from lensneurons.core.activations import collect, pool, pooled_activations, shard_range, tokenize
+from lensneurons.core.models import toy_model
+from lensneurons.core.sites import hook_name
 
 TEXTS = ["the cat sat", "a", "das ist gut und schön", "日本語のテキスト", "xyz " * 5, "ok"]
 
@@ -64,7 +64,7 @@ def test_attention_only_model_supports_resid_but_not_mlp():
 
 
 def test_stream_leaves_no_inference_mode_to_the_caller(model):
-    from lensneurons.activations import stream_pooled
+    from lensneurons.core.activations import stream_pooled
 
     for ids, pooled in stream_pooled(model, TEXTS, batch_size=2, progress=False):
         assert not torch.is_inference_mode_enabled()
@@ -72,7 +72,7 @@ def test_stream_leaves_no_inference_mode_to_the_caller(model):
 
 
 def test_shards_merge_to_the_single_pass(model):
-    from lensneurons.stats import Stack
+    from lensneurons.core.stats import Stack
 
     full = pooled_activations(model, TEXTS, progress=False)
     parts = [collect(model, TEXTS, [Stack()], shard=(i, 3), progress=False)[0] for i in range(3)]

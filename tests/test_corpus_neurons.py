@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from lensneurons.activations import tokenize
-from lensneurons.analyses.corpus_neurons import (
+from lensneurons.core.activations import tokenize
+from lensneurons.lenses.corpus.analysis import (
     CorpusNeurons,
     PatternIndex,
     frequent_patterns,
@@ -19,9 +19,9 @@ from lensneurons.analyses.corpus_neurons import (
     vector_distances,
 )
 from lensneurons.data.corpora import Corpus
-from lensneurons.models import toy_model
-from lensneurons.sites import hook_name
-from lensneurons.stats import TopK
+from lensneurons.core.models import toy_model
+from lensneurons.core.sites import hook_name
+from lensneurons.core.stats import TopK
 
 WORDS = "the cat dog sat ran on a mat big small red happy sad film was good bad very".split()
 
@@ -323,7 +323,7 @@ def test_bad_input_messages(model, corpus):
 
 
 def test_token_activations_and_views(model, corpus):
-    from lensneurons.report import colored_tokens_view, token_activations
+    from lensneurons.lenses.corpus.report import colored_tokens_view, token_activations
 
     text = corpus.texts[0]
     tokens, values = token_activations(model, text, layer=1, neuron=5)
@@ -342,7 +342,7 @@ def test_token_activations_and_views(model, corpus):
 
 
 def test_pipeline_resumes_part_by_part_and_equals_one_pass(model, tmp_path, monkeypatch):
-    from lensneurons.pipelines.corpus_neurons import RunConfig, run
+    from lensneurons.lenses.corpus.study import RunConfig, run
 
     texts = _sentences(30, seed=4)
     corpus = Corpus(texts, {"label": ["a" if i % 3 else "b" for i in range(30)]})
@@ -369,15 +369,18 @@ def test_pipeline_resumes_part_by_part_and_equals_one_pass(model, tmp_path, monk
     assert torch.equal(saved["ids"], one_pass.top_ids_) and torch.equal(saved["values"], one_pass.top_values_)
     run(model, cfg, tmp_path / "out", corpus=corpus, progress=False)
     assert len(fits) == 4  # finished: nothing recomputed
-    run(model, RunConfig(**{**cfg.__dict__, "k": 3}), tmp_path / "out", corpus=corpus, progress=False)
-    assert fits[4:] == [(i, 4) for i in range(4)]  # other settings do not reuse the checkpoint
+    with pytest.raises(ValueError, match="different configuration.*k: 4 there, 3 here"):
+        run(model, RunConfig(**{**cfg.__dict__, "k": 3}), tmp_path / "out", corpus=corpus, progress=False)
+    other = Corpus(texts[::-1], {"label": corpus.metadata["label"][::-1]})
+    run(model, cfg, tmp_path / "out", corpus=other, progress=False)
+    assert fits[4:] == [(i, 4) for i in range(4)]  # another corpus does not reuse the checkpoint
 
 
 def test_pipeline_writes_results(model, tmp_path):
     import argparse
     import json
 
-    from lensneurons.pipelines.corpus_neurons import RunConfig, add_arguments, run
+    from lensneurons.lenses.corpus.study import STUDY, RunConfig, run
 
     words = [s.split() for s in _sentences(30, seed=9)]
     tags = [["NOUN" if w in ("cat", "dog", "mat", "film") else "ADJ" if w in ("big", "red", "good") else "X" for w in s]
@@ -404,15 +407,15 @@ def test_pipeline_writes_results(model, tmp_path):
     assert want and sorted(got) == sorted(want)
 
     parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    args = parser.parse_args(["--out", "x", "--k", "7", "--corpora", "brown", "--no-patterns", "--per-corpus", "50",
-                              "--label-fields", "corpus", "genre"])
-    assert (args.k, args.corpora, args.no_patterns, args.site) == (7, ["brown"], True, "resid")
-    assert (args.per_corpus, args.label_fields) == (50, ["corpus", "genre"])
+    STUDY.add_arguments(parser)
+    got = STUDY.config_from_args(parser.parse_args(["--out", "x", "--k", "7", "--corpora", "brown", "--no-patterns",
+                                                    "--per-corpus", "50", "--label-fields", "corpus", "genre"]))
+    assert (got.k, got.corpora, got.patterns, got.site) == (7, ["brown"], False, "resid")
+    assert (got.per_corpus, got.label_fields) == (50, ["corpus", "genre"])
 
 
 def test_per_corpus_sampling_is_stratified(monkeypatch):
-    from lensneurons.pipelines import corpus_neurons as pipeline
+    from lensneurons.lenses.corpus import study as pipeline
 
     sources = ["a"] * 30 + ["b"] * 5 + ["c"] * 12
     corpus = Corpus([f"text number {i}" for i in range(len(sources))], {"corpus": sources})
@@ -543,7 +546,7 @@ def test_neuron_vector_distances_on_toy_models(model):
 
 
 def test_finetune_returns_a_trained_copy():
-    from lensneurons.finetune import finetune, lm_loss
+    from lensneurons.lenses.corpus.finetune import finetune, lm_loss
 
     base = toy_model(n_layers=1, d_model=16, n_ctx=64)
     before = {n: p.detach().clone() for n, p in base.named_parameters()}
@@ -565,7 +568,7 @@ def test_finetune_returns_a_trained_copy():
 
 
 def test_finetune_shift_pipeline_splits_groups_and_measures_movement(tmp_path):
-    from lensneurons.pipelines.finetune_shift import RunConfig, run, sentence_groups
+    from lensneurons.lenses.corpus.shift_study import RunConfig, run, sentence_groups
 
     base = toy_model(n_layers=2, d_model=16, n_ctx=64)
     texts = _sentences(30, seed=4) + ["zq xv 99 17 kk"] * 6
@@ -579,7 +582,7 @@ def test_finetune_shift_pipeline_splits_groups_and_measures_movement(tmp_path):
     result = run(base, cfg, tmp_path / "shift", corpus=corpus, progress=False)
     assert result["losses"]["training"]["after"] < result["losses"]["training"]["before"]
     # the folder's distances are those of the fine-tuned copy (same seed, same steps) measured directly
-    from lensneurons.finetune import finetune
+    from lensneurons.lenses.corpus.finetune import finetune
 
     tuned = finetune(base, train, steps=20, lr=1e-2, batch_size=3, params="blocks", seed=0)
     direct = neuron_vector_distances(base, tuned, groups)
@@ -607,7 +610,7 @@ def test_finetune_shift_pipeline_splits_groups_and_measures_movement(tmp_path):
 def test_length_adjusted_group_tests_match_least_squares():
     from sklearn.linear_model import LinearRegression
 
-    from lensneurons.pipelines.finetune_shift import group_tests
+    from lensneurons.lenses.corpus.shift_study import group_tests
 
     rng = np.random.default_rng(0)
     lengths = {"training": rng.integers(3, 30, 200), "held": rng.integers(3, 15, 150), "ood": rng.integers(10, 80, 120)}

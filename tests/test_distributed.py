@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from lensneurons.activations import collect
-from lensneurons.models import toy_model
+from lensneurons.core.activations import collect
+from lensneurons.core.models import toy_model
 
 WORKER = Path(__file__).with_name("_distributed_worker.py")
 N_RANKS = 2

@@ -4,8 +4,8 @@ import warnings
 import pytest
 import torch
 
-from lensneurons.analyses.knowledge_neurons import KnowledgeNeurons, answer_prob, refine, summarise
-from lensneurons.attribution import (
+from lensneurons.lenses.knowledge.analysis import KnowledgeNeurons, answer_prob, refine, summarise
+from lensneurons.lenses.knowledge.attribution import (
     CompletenessWarning,
     encode,
     integrated_gradients,
@@ -13,10 +13,10 @@ from lensneurons.attribution import (
     mean_activations,
     quadrature,
 )
-from lensneurons.models import toy_model
-from lensneurons.neurons import NeuronSet
-from lensneurons.patching import patched, scale
-from lensneurons.sites import hook_name
+from lensneurons.core.models import toy_model
+from lensneurons.core.neurons import NeuronSet
+from lensneurons.core.patching import patched, scale
+from lensneurons.core.sites import hook_name
 
 PROMPT, ANSWER = "the cat sat on the m", "at"
 
@@ -103,7 +103,7 @@ def test_fast_ig_on_gemma_like_toy_matches_naive():
     and post-norms: the reused keys and values of earlier positions must give the full forward's scores."""
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-    from lensneurons.models import byte_tokenizer
+    from lensneurons.core.models import byte_tokenizer
 
     tok = byte_tokenizer()
     cfg = HookedTransformerConfig(
@@ -360,24 +360,33 @@ def test_evaluate_rows(model, fitted):
 
 
 def test_fit_resumes_from_its_attribution_cache(model, fitted, tmp_path, monkeypatch):
-    import lensneurons.analyses.knowledge_neurons as kn_mod
+    import lensneurons.lenses.knowledge.analysis as kn_mod
 
     calls = []
     real = kn_mod.integrated_gradients
     monkeypatch.setattr(kn_mod, "integrated_gradients", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    from lensneurons.core.results import TensorCache
+
+    cache = TensorCache(tmp_path)  # what a study hands in; the analysis itself writes no file
     first = {"mat": CONCEPTS["mat"]}
-    KnowledgeNeurons(steps=4, t=0.2, p=50).fit(model, first, progress=False, cache=tmp_path)
+    KnowledgeNeurons(steps=4, t=0.2, p=50).fit(model, first, progress=False, cache=cache)
     assert len(calls) == len(CONCEPTS["mat"])
     # a run that stopped after the first concept: only the other concepts' prompts are attributed again
-    kn = KnowledgeNeurons(steps=4, t=0.2, p=50).fit(model, CONCEPTS, progress=False, cache=tmp_path)
+    kn = KnowledgeNeurons(steps=4, t=0.2, p=50).fit(model, CONCEPTS, progress=False, cache=TensorCache(tmp_path))
     assert len(calls) == sum(len(v) for v in CONCEPTS.values())
     for c in CONCEPTS:
         assert torch.equal(kn.attributions_[c], fitted.attributions_[c])
         assert torch.equal(kn.probs_[c], fitted.probs_[c])
         assert kn.neurons_[c] == fitted.neurons_[c]
     # other settings are other cache entries
-    KnowledgeNeurons(steps=5, t=0.2, p=50).fit(model, first, progress=False, cache=tmp_path)
+    KnowledgeNeurons(steps=5, t=0.2, p=50).fit(model, first, progress=False, cache=cache)
     assert len(calls) == sum(len(v) for v in CONCEPTS.values()) + len(CONCEPTS["mat"])
+    in_memory = {}
+    KnowledgeNeurons(steps=4, t=0.2, p=50).fit(model, first, progress=False, cache=in_memory)
+    assert len(in_memory) == len(CONCEPTS["mat"])
+    with pytest.warns(DeprecationWarning, match="cache=<folder>"):  # a folder path still works
+        KnowledgeNeurons(steps=4, t=0.2, p=50).fit(model, first, progress=False, cache=tmp_path)
+    assert len(calls) == sum(len(v) for v in CONCEPTS.values()) + 2 * len(CONCEPTS["mat"])
 
 
 def test_fit_bad_input(model):
@@ -401,7 +410,7 @@ def test_fit_bad_input(model):
 def test_pipeline_writes_results(model, tmp_path):
     import argparse
 
-    from lensneurons.pipelines import knowledge_neurons as pipe
+    from lensneurons.lenses.knowledge import study as pipe
 
     cfg = pipe.RunConfig(n_concepts=3, max_prompts=3, steps=3, min_correct=0.0, n_random=1, baseline="auto")
     result = pipe.run(model, cfg, tmp_path, prompts=CONCEPTS, progress=False)
@@ -415,18 +424,18 @@ def test_pipeline_writes_results(model, tmp_path):
     assert neurons["concepts"]["mat"]["neurons"] == kn.neurons_["mat"].to_dict()["neurons"]
     assert neurons["unrelated"] == "tea"
     parser = argparse.ArgumentParser()
-    pipe.add_arguments(parser)
-    args = parser.parse_args(["--out", "x", "--p", "60", "--relations", "P36"])
-    assert args.p == 60.0 and args.relations == ["P36"]
+    pipe.STUDY.add_arguments(parser)
+    got = pipe.STUDY.config_from_args(parser.parse_args(["--out", "x", "--p", "60", "--relations", "P36"]))
+    assert got.p == 60.0 and got.relations == ["P36"] and got.n_concepts == 200  # the paper preset
     with pytest.raises(ValueError, match="answered correctly"):
         pipe.run(model, pipe.RunConfig(min_correct=1.0), tmp_path / "none", prompts={"x": [("ab", "c")] * 2},
                  progress=False)
     assert pipe.resolve_baseline(toy_model(n_layers=1, post_mlp_norm=True), "auto") == "mean"
 
 
-@pytest.mark.filterwarnings("ignore::lensneurons.attribution.CompletenessWarning")  # 3 steps are coarse
+@pytest.mark.filterwarnings("ignore::lensneurons.lenses.knowledge.attribution.CompletenessWarning")  # 3 steps are coarse
 def test_distribution_table_splits_random_targets_by_relation():
-    from lensneurons.pipelines.knowledge_neurons import distribution
+    from lensneurons.lenses.knowledge.study import distribution
 
     def row(target, other, change):
         return {"concept": "P36:Japan -> Tokyo", "target": target, "target_concept": other, "edit": "suppress",
@@ -445,7 +454,7 @@ def test_distribution_table_splits_random_targets_by_relation():
 
 
 def test_batched_top1_matches_each_prompts_own_forward(model):
-    from lensneurons.pipelines.knowledge_neurons import top1_correct
+    from lensneurons.lenses.knowledge.study import top1_correct
 
     prompts = ["the cat sat on the m", "a", "the dog ran after the ball and then the c", "hello w"]
     pairs = []
@@ -458,8 +467,8 @@ def test_batched_top1_matches_each_prompts_own_forward(model):
 
 
 def test_pipeline_resumes_from_saved_selection_and_attributions(model, tmp_path, monkeypatch):
-    import lensneurons.analyses.knowledge_neurons as kn_mod
-    from lensneurons.pipelines import knowledge_neurons as pipe
+    import lensneurons.lenses.knowledge.analysis as kn_mod
+    from lensneurons.lenses.knowledge import study as pipe
 
     monkeypatch.setattr(pipe, "candidate_prompts", lambda cfg, mask=None: {c: list(v) for c, v in CONCEPTS.items()})
     selections, attributions = [], []
@@ -473,7 +482,9 @@ def test_pipeline_resumes_from_saved_selection_and_attributions(model, tmp_path,
     again = pipe.run(model, cfg, tmp_path, progress=False)
     assert selections == [1] and len(attributions) == n_prompts  # nothing recomputed
     assert again["summary"] == first["summary"]
-    pipe.run(model, pipe.RunConfig(**{**cfg.__dict__, "n_concepts": 2}), tmp_path, progress=False)
+    with pytest.raises(ValueError, match="different configuration.*n_concepts"):
+        pipe.run(model, pipe.RunConfig(**{**cfg.__dict__, "n_concepts": 2}), tmp_path, progress=False)
+    pipe.run(model, pipe.RunConfig(**{**cfg.__dict__, "n_concepts": 2}), tmp_path / "other", progress=False)
     assert selections == [1, 1]  # another configuration selects again
 
 
@@ -488,7 +499,7 @@ def test_fit_with_mean_baseline(model):
 
 @pytest.mark.real_data
 def test_pos_group_with_nltk_tagger():
-    from lensneurons.analyses.knowledge_neurons import pos_group
+    from lensneurons.lenses.knowledge.analysis import pos_group
 
     assert pos_group("The capital of Finland is Helsinki", "Helsinki") == "noun"
     assert pos_group("A bird can fly.", "fly") == "verb/adj/adv"
@@ -496,7 +507,7 @@ def test_pos_group_with_nltk_tagger():
 
 
 def test_default_unrelated_comes_from_the_rarest_relation():
-    from lensneurons.pipelines.knowledge_neurons import default_unrelated
+    from lensneurons.lenses.knowledge.study import default_unrelated
 
     kept = {"P36:Finland -> Helsinki": 0, "P103:Mozart -> German": 0, "P36:France -> Paris": 0,
             "P19:Bach -> Eisenach": 0, "P36:Peru -> Lima": 0}
@@ -509,7 +520,7 @@ def test_default_unrelated_comes_from_the_rarest_relation():
 
 @pytest.mark.parametrize("edit_positions", ["answer", "all"])
 def test_batched_answer_probs_match_one_prompt_at_a_time(model, edit_positions):
-    from lensneurons.analyses.knowledge_neurons import answer_probs
+    from lensneurons.lenses.knowledge.analysis import answer_probs
 
     pairs = [("the cat sat on the m", "at"), ("a", "b"), ("the dog ran after the ball and then", " the"), ("hi", "x")]
     edit = scale(NeuronSet.from_pairs("mlp", model.cfg.n_layers, model.cfg.d_mlp, torch.tensor([0, 2, 2]),

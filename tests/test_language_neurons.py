@@ -5,14 +5,14 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score
 
-from lensneurons.activations import pooled_activations
-from lensneurons.analyses.language_neurons import LanguageNeurons, SteeringConfig, score_generations
-from lensneurons.bleu import ReferenceSet
+from lensneurons.core.activations import pooled_activations
+from lensneurons.lenses.language.analysis import LanguageNeurons, SteeringConfig, score_generations
+from lensneurons.lenses.language.bleu import ReferenceSet
 from lensneurons.data.multilingual import LanguageTexts
-from lensneurons.models import toy_model
-from lensneurons.patching import patched
-from lensneurons.pipelines.language_neurons import RunConfig, run
-from lensneurons.sites import hook_name
+from lensneurons.core.models import toy_model
+from lensneurons.core.patching import patched
+from lensneurons.lenses.language.study import RunConfig, run
+from lensneurons.core.sites import hook_name
 
 WORDS = {
     "en": ["the house is big", "where is the dog", "we like green tea", "a cat and a mouse", "it rains today"],

@@ -2,12 +2,12 @@
 import pytest
 import torch
 
-from lensneurons.analyses.knowledge_neurons import KnowledgeNeurons, answer_prob
-from lensneurons.attribution import encode, integrated_gradients, integrated_gradients_naive, mean_activations
-from lensneurons.models import toy_masked_model
-from lensneurons.neurons import NeuronSet
-from lensneurons.patching import zero
-from lensneurons.sites import hook_name
+from lensneurons.lenses.knowledge.analysis import KnowledgeNeurons, answer_prob
+from lensneurons.lenses.knowledge.attribution import encode, integrated_gradients, integrated_gradients_naive, mean_activations
+from lensneurons.core.models import toy_masked_model
+from lensneurons.core.neurons import NeuronSet
+from lensneurons.core.patching import zero
+from lensneurons.core.sites import hook_name
 
 PROMPT = "the capital of france is [MASK] ."
 CONCEPTS = {
@@ -112,7 +112,7 @@ def test_masked_lm_bad_input(model):
 
 
 def test_pipeline_on_a_masked_lm_keeps_single_token_answers(model, tmp_path):
-    from lensneurons.pipelines import knowledge_neurons as pipe
+    from lensneurons.lenses.knowledge import study as pipe
 
     prompts = {**CONCEPTS, "helsinki": [("the capital of finland is [MASK] .", "helsinki")] * 2}
     cfg = pipe.RunConfig(n_concepts=5, steps=3, min_correct=0.0, n_random=1, baseline="auto")

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from lensneurons.memory import _libc, map_large_blocks
+from lensneurons.core.memory import _libc, map_large_blocks
 
 glibc = pytest.mark.skipif(_libc() is None, reason="needs glibc's malloc")
 
@@ -12,7 +12,7 @@ glibc = pytest.mark.skipif(_libc() is None, reason="needs glibc's malloc")
 # and prints how many MiB the resident set shrank by.
 CHILD = r"""
 import ctypes, sys
-from lensneurons.memory import map_large_blocks, release_freed_memory
+from lensneurons.core.memory import map_large_blocks, release_freed_memory
 libc = ctypes.CDLL("libc.so.6")
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from lensneurons.neurons import NeuronSet, overlap_matrix
+from lensneurons.core.neurons import NeuronSet, overlap_matrix
 
 
 def make(pairs, n_layers=3, width=4, site="mlp"):

@@ -7,9 +7,9 @@ import lensneurons
 
 
 def test_top_level_names_are_the_module_objects():
-    from lensneurons.analyses.language_neurons import LanguageNeurons
-    from lensneurons.models import load_model
-    from lensneurons.stats import average_precision
+    from lensneurons.lenses.language.analysis import LanguageNeurons
+    from lensneurons.core.models import load_model
+    from lensneurons.core.stats import average_precision
 
     assert lensneurons.load_model is load_model
     assert lensneurons.average_precision is average_precision
@@ -28,3 +28,26 @@ def test_importing_the_package_does_not_import_torch():
     code = "import sys, lensneurons; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("old", ["lensneurons.attribution", "lensneurons.analyses.language_neurons",
+                                 "lensneurons.pipelines.finetune_shift", "lensneurons.stats"])
+def test_old_module_paths_are_the_moved_modules(old):
+    import importlib
+
+    from lensneurons._moved import MOVED
+
+    with pytest.warns(DeprecationWarning, match="has moved"):
+        sys.modules.pop(old, None)
+        module = importlib.import_module(old)
+    assert module is importlib.import_module(MOVED[old])
+
+
+def test_every_old_module_path_resolves():
+    import importlib
+
+    from lensneurons._moved import MOVED
+
+    for old, new in MOVED.items():
+        if new is not None:
+            assert importlib.import_module(old) is importlib.import_module(new)

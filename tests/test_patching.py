@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from lensneurons.models import toy_model
-from lensneurons.neurons import NeuronSet
-from lensneurons.patching import patched, scale, set_to, zero
-from lensneurons.sites import hook_name
+from lensneurons.core.models import toy_model
+from lensneurons.core.neurons import NeuronSet
+from lensneurons.core.patching import patched, scale, set_to, zero
+from lensneurons.core.sites import hook_name
 
 
 @pytest.fixture(scope="module")

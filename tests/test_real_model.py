@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from lensneurons.activations import pooled_activations
-from lensneurons.models import load_model
+from lensneurons.core.activations import pooled_activations
+from lensneurons.core.models import load_model
 
 
 @pytest.fixture(scope="module")

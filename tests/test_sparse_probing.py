@@ -5,8 +5,8 @@ import scipy.stats
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from lensneurons.models import toy_model
-from lensneurons.analyses.sparse_probing import (
+from lensneurons.core.models import toy_model
+from lensneurons.lenses.grammar.analysis import (
     SparseProbing,
     eos_states,
     extract_to_store,
@@ -17,9 +17,9 @@ from lensneurons.analyses.sparse_probing import (
     top_k_subsets,
 )
 from lensneurons.data.blimp import MinimalPair
-from lensneurons.probes import HardConcrete, check_lams, train_probes
-from lensneurons.stats import welch_t
-from lensneurons.store import ActivationStore
+from lensneurons.lenses.grammar.probes import HardConcrete, check_lams, train_probes
+from lensneurons.core.stats import welch_t
+from lensneurons.lenses.grammar.store import ActivationStore
 
 # --------------------------------------------------------------------------- toy data
 
@@ -268,7 +268,7 @@ def test_eos_states_equal_resid_post_at_appended_eos():
 
 
 def test_extract_to_store_resumes(tmp_path, monkeypatch):
-    import lensneurons.analyses.sparse_probing as sp_mod
+    import lensneurons.lenses.grammar.analysis as sp_mod
 
     model = toy_model(attn_only=True, n_layers=2, d_model=16)
     pairs = {"t1": _pairs("t1", 3), "t2": _pairs("t2", 4)}
@@ -341,7 +341,7 @@ def test_cross_task_diagonal_equals_own_test_accuracy(fitted):
 
 
 def test_wide_subset_probes_train_together_as_masks(fitted, monkeypatch):
-    import lensneurons.probes as probes_mod
+    import lensneurons.lenses.grammar.probes as probes_mod
 
     sp, data = fitted
     batch = sp._prepare(["task_a"], data, 2, 16)
@@ -410,9 +410,11 @@ def test_interrupted_fit_resumes_from_its_checkpoint_and_equals_one_pass(fitted,
 
 def test_checkpoint_of_another_fit_is_refused(fitted, tmp_path):
     sp, data = fitted
-    ckpt = tmp_path / "probing.pt"
-    torch.save({**sp._partial_state(), "chunks_done": 1, "cross_probes": [], "cross_test": [],
-                "generator": torch.Generator().get_state()}, ckpt)
+    from lensneurons.core.results import Checkpoint
+
+    ckpt = Checkpoint(tmp_path / "probing.pt")
+    ckpt.save({**sp._partial_state(), "chunks_done": 1, "cross_probes": [], "cross_test": [],
+               "generator": torch.Generator().get_state()})
     with pytest.raises(ValueError, match="other parameters"):
         SparseProbing(**{**sp.get_params(), "steps": 7}).fit_activations(data, progress=False, checkpoint=ckpt)
     with pytest.raises(ValueError, match="other tasks"):
@@ -485,7 +487,7 @@ def test_pipeline_writes_tables_and_figures_and_reuses_the_store(tmp_path, monke
 
     from lensneurons.data import DATA_DIR_ENV, MANIFEST_DIR_ENV
     from lensneurons.data import manifests as mf
-    from lensneurons.pipelines import sparse_probing as pipe
+    from lensneurons.lenses.grammar import study as pipe
 
     (tmp_path / "data" / "blimp").mkdir(parents=True)
     (tmp_path / "manifests").mkdir()
@@ -516,7 +518,7 @@ def test_pipeline_writes_tables_and_figures_and_reuses_the_store(tmp_path, monke
     assert summary["cross_layer"] == 1 and len(summary["per_layer"]) == 2 * 2
     assert ActivationStore(out / "activations", config={**pipe.store_config(model, [0, 1]), "n_pairs": None}).is_complete(
         ["t_one", "t_two"])
-    import lensneurons.analyses.sparse_probing as sp_mod
+    import lensneurons.lenses.grammar.analysis as sp_mod
 
     calls = []
     monkeypatch.setattr(sp_mod, "eos_states", lambda *a, **k: calls.append(1))

@@ -9,15 +9,15 @@ import torch
 from scipy import stats as sps
 from sklearn.metrics import average_precision_score
 
-if "lensneurons.stats" not in sys.modules:
+if "lensneurons.core.stats" not in sys.modules:
     # instrument this module even when nothing imported it inside conftest's hook
     from jaxtyping import install_import_hook
 
-    with install_import_hook("lensneurons.stats", "beartype.beartype"):
-        import lensneurons.stats  # noqa: F401
+    with install_import_hook("lensneurons.core.stats", "beartype.beartype"):
+        import lensneurons.core.stats  # noqa: F401
 
-import lensneurons.stats as stats_module
-from lensneurons.stats import (
+import lensneurons.core.stats as stats_module
+from lensneurons.core.stats import (
     MeanVar,
     Stack,
     TopK,

@@ -1,6 +1,7 @@
 """Loading models: any TransformerLens name, the embedded Gemma-3-270M, and tiny random test models."""
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib.util
 import os
@@ -12,7 +13,7 @@ from pathlib import Path
 import torch
 from transformer_lens import HookedEncoder, HookedTransformer, HookedTransformerConfig
 
-from lensneurons.memory import release_freed_memory
+from lensneurons.core.memory import release_freed_memory
 
 # What the analyses accept: causal LMs, and masked LMs (BERT) where an analysis supports them.
 HookedModel = HookedTransformer | HookedEncoder
@@ -128,12 +129,26 @@ def _dequantised_checkpoint(name: str, package: str) -> Path:
     folder = cache_dir() / f"{name}-{gguf_pkg.EXPECTED_SHA256[:12]}"
     if (folder / "COMPLETE").exists():
         return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    # Processes that load the model for the first time at once (test workers, notebook kernels) take
+    # turns: the first dequantises, the others find its finished folder.
+    with open(folder.parent / f".{folder.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (folder / "COMPLETE").exists():
+            return folder
+        return _dequantise(name, gguf_pkg, folder)
+
+
+def _dequantise(name: str, gguf_pkg, folder: Path) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from tqdm.auto import tqdm
 
     started = time.time()
     tqdm.write(f"lensneurons: dequantising {name} once into {folder} (about a minute) ...")
-    gguf_path = Path(gguf_pkg.assemble())
+    try:
+        gguf_path = Path(gguf_pkg.assemble())
+    except FileExistsError:  # a GGUF left half-assembled by an interrupted run
+        gguf_path = Path(gguf_pkg.assemble(overwrite=True))
     tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
     hf_model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
     # The weights are plain float32 now; a leftover GGUF quantization_config would make
@@ -142,7 +157,6 @@ def _dequantised_checkpoint(name: str, package: str) -> Path:
         del hf_model.config.quantization_config
     hf_model.hf_quantizer = None
     hf_model.is_quantized = False
-    folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
     try:
         hf_model.save_pretrained(staging, safe_serialization=True)

@@ -2,7 +2,7 @@
 
 Sentences of one source corpus (`train_on`) are split into a training and an in-domain held-out group,
 and another corpus (`out_of_domain`) gives the third group. The model is fine-tuned for a few steps of
-next-token loss on the training group (`lensneurons.finetune`); then every sentence's full neuron vector
+next-token loss on the training group (`lensneurons.lenses.corpus.finetune`); then every sentence's full neuron vector
 (its mean-pooled activation at `site` in every layer, concatenated) is compared before and after
 (`neuron_vector_distances`). Writes the losses before and after, the distances per group (Manhattan,
 Euclidean, relative, per layer) and per sentence, tests of training against each other group on relative
@@ -13,41 +13,44 @@ as JSON/CSV, and a figure.
 """
 from __future__ import annotations
 
-import argparse
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 from transformer_lens import HookedTransformer
 
-from lensneurons.activations import tokenize
-from lensneurons.analyses.corpus_neurons import neuron_vector_distances
+from lensneurons.core.activations import tokenize
+from lensneurons.lenses.corpus.shift import neuron_vector_distances
 from lensneurons.data.corpora import Corpus, from_file, nltk_corpora
-from lensneurons.finetune import OPTIMIZERS, PARAM_SETS, finetune, lm_loss
-from lensneurons.results import ResultsFolder
+from lensneurons.lenses.corpus.finetune import OPTIMIZERS, PARAM_SETS, finetune, lm_loss
+from lensneurons.core.results import ResultsFolder
+from lensneurons.core.study import Study, StudyConfig, param
 
 
 @dataclass
-class RunConfig:
-    model: str = "gemma-3-270m"
-    corpora: list[str] = field(default_factory=lambda: ["pros_cons", "inaugural"])  # NLTK corpora to read
-    data_file: Optional[str] = None  # a CSV/JSONL corpus instead of the NLTK corpora
-    text_column: str = "text"
-    group_field: str = "corpus"  # metadata field that names each sentence's source
-    train_on: str = "pros_cons"  # training and held-out sentences come from this source
-    out_of_domain: str = "inaugural"
-    n_per_group: int = 256
-    steps: int = 50
-    lr: float = 1e-4
-    batch_size: int = 16
-    params: str = "blocks"  # "blocks" leaves the embedding and unembedding frozen
-    optimizer: str = "adamw"
-    site: str = "resid"
-    layers: Optional[list[int]] = None
-    max_length: int = 128
-    random_state: int = 0
+class FinetuneShiftConfig(StudyConfig):
+    model: str = param("gemma-3-270m", "embedded model or any TransformerLens name")
+    corpora: list[str] = param(help="NLTK corpora to read", factory=lambda: ["pros_cons", "inaugural"])
+    data_file: str | None = param(None, "a CSV/JSONL corpus instead of the NLTK corpora (text + metadata columns)")
+    text_column: str = param("text", "text column of data_file")
+    group_field: str = param("corpus", "metadata field that names each sentence's source")
+    train_on: str = param("pros_cons", "source of the training and held-out sentences")
+    out_of_domain: str = param("inaugural", "source of the out-of-domain sentences")
+    n_per_group: int = param(256, "sentences per group")
+    steps: int = param(50, "optimiser steps of the fine-tune")
+    lr: float = param(1e-4, "learning rate")
+    batch_size: int = param(16, "sentences per step")
+    params: str = param("blocks", "parameters trained (blocks: embedding and unembedding frozen)", choices=PARAM_SETS)
+    optimizer: str = param("adamw", "optimiser", choices=OPTIMIZERS)
+    site: str = param("resid", "unit site: resid (the paper's) | mlp | mlp_pre", choices=("resid", "mlp", "mlp_pre"))
+    layers: list[int] | None = param(None, "layers whose neurons form the vector (none: all)")
+    max_length: int = param(128, "tokens kept per sentence")
+    random_state: int = param(0, "seed of the groups and the fine-tune", flags=("--seed",))
+
+
+RunConfig = FinetuneShiftConfig
 
 
 def load_corpus(cfg: RunConfig) -> Corpus:
@@ -150,8 +153,7 @@ def run(model: HookedTransformer, cfg: RunConfig, out: str | Path, corpus: Optio
         raise ValueError(f"params must be one of {PARAM_SETS} and optimizer one of {OPTIMIZERS}")
     corpus = load_corpus(cfg) if corpus is None else corpus
     groups = sentence_groups(corpus, cfg)
-    folder = ResultsFolder(out)
-    folder.json("config.json", asdict(cfg))
+    folder = ResultsFolder.claim(out, cfg)
     timings = {}
 
     started = time.time()
@@ -194,52 +196,26 @@ def run(model: HookedTransformer, cfg: RunConfig, out: str | Path, corpus: Optio
     return {"out": str(folder.path), "losses": losses, "distances": distances, "tests": tests, "timings": timings}
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of the `finetune-shift` subcommand (defaults: `RunConfig`)."""
-    d = RunConfig()
-    parser.add_argument("--model", default=d.model, help="embedded model or any TransformerLens name")
-    parser.add_argument("--corpora", nargs="+", default=d.corpora, help="NLTK corpora to read")
-    parser.add_argument("--data-file", default=None, help="a CSV/JSONL corpus instead (text column + metadata columns)")
-    parser.add_argument("--text-column", default=d.text_column)
-    parser.add_argument("--group-field", default=d.group_field, help="metadata field naming each sentence's source")
-    parser.add_argument("--train-on", default=d.train_on, help="source of the training and held-out sentences")
-    parser.add_argument("--out-of-domain", default=d.out_of_domain, help="source of the out-of-domain sentences")
-    parser.add_argument("--n-per-group", type=int, default=d.n_per_group)
-    parser.add_argument("--steps", type=int, default=d.steps, help="optimiser steps")
-    parser.add_argument("--lr", type=float, default=d.lr)
-    parser.add_argument("--batch-size", type=int, default=d.batch_size, help="sentences per step")
-    parser.add_argument("--params", default=d.params, choices=PARAM_SETS)
-    parser.add_argument("--optimizer", default=d.optimizer, choices=OPTIMIZERS)
-    parser.add_argument("--site", default=d.site, help="resid (the paper's) | mlp | mlp_pre")
-    parser.add_argument("--layers", type=int, nargs="+", default=None)
-    parser.add_argument("--max-length", type=int, default=d.max_length)
-    parser.add_argument("--seed", type=int, default=d.random_state)
-    parser.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
-    parser.add_argument("--out", required=True, help="results folder")
-    parser.add_argument("--quiet", action="store_true")
 
-
-def main(args: argparse.Namespace) -> dict:
-    """Run the `finetune-shift` subcommand from parsed `args`."""
-    from lensneurons.models import load_model
-
-    cfg = RunConfig(
-        model=args.model, corpora=list(args.corpora), data_file=args.data_file, text_column=args.text_column,
-        group_field=args.group_field, train_on=args.train_on, out_of_domain=args.out_of_domain,
-        n_per_group=args.n_per_group, steps=args.steps, lr=args.lr, batch_size=args.batch_size, params=args.params,
-        optimizer=args.optimizer, site=args.site, layers=args.layers, max_length=args.max_length,
-        random_state=args.seed,
-    )
+def prepare(cfg: FinetuneShiftConfig) -> Corpus:
+    """The corpus, with the groups checked: a bad split fails before the model takes its time to load."""
     corpus = load_corpus(cfg)
-    sentence_groups(corpus, cfg)  # a bad split fails here, before the model takes its time to load
-    model = load_model(cfg.model, device=args.device)
-    result = run(model, cfg, args.out, corpus=corpus, progress=not args.quiet)
+    sentence_groups(corpus, cfg)
+    return corpus
+
+
+def report(result: dict) -> str:
+    lines = []
     for name, d in result["distances"].items():
         loss = result["losses"][name]
-        print(f"{name:>32}: loss {loss['before']:.3f} -> {loss['after']:.3f}; mean Manhattan {d['manhattan']:.1f}, "
-              f"Euclidean {d['euclidean']:.2f}, relative {d['relative_euclidean']:.4f}")
+        lines.append(f"{name:>32}: loss {loss['before']:.3f} -> {loss['after']:.3f}; mean Manhattan "
+                     f"{d['manhattan']:.1f}, Euclidean {d['euclidean']:.2f}, relative {d['relative_euclidean']:.4f}")
     for t in result["tests"]:
-        print(f"relative distance, {t['a']} vs {t['b']}: Welch t = {t['welch_t']:.2f}, p = {t['p_value']:.3g}; "
-              f"at equal length {t['adjusted_difference']:+.4f}, t = {t['adjusted_t']:.2f}, p = {t['adjusted_p_value']:.3g}")
-    print(f"Results are in {result['out']}/: config.json, groups.json, per_sentence.csv, finetune_shift.{{json,csv,png}}")
-    return result
+        lines.append(f"relative distance, {t['a']} vs {t['b']}: Welch t = {t['welch_t']:.2f}, p = {t['p_value']:.3g}; "
+                     f"at equal length {t['adjusted_difference']:+.4f}, t = {t['adjusted_t']:.2f}, "
+                     f"p = {t['adjusted_p_value']:.3g}")
+    return "\n".join(lines)
+
+
+STUDY = Study("finetune-shift", "how far each sentence's neuron vector moves under a short fine-tune",
+              FinetuneShiftConfig, run, prepare=prepare, report=report, data_keyword="corpus")

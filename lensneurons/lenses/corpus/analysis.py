@@ -10,7 +10,7 @@ dominated by one label is "classifier-like". Across neurons: a layer × neuron m
 statistic, per layer the k-means SSE curve of the neurons' top-set embeddings (TF-IDF by default),
 and k-means / t-SNE of the neurons' activation patterns over sampled sentences. Across models:
 `neuron_vector_distances` compares each sentence's full neuron vector in two models (e.g. before and
-after `lensneurons.finetune.finetune`), per sentence group.
+after `lensneurons.lenses.corpus.finetune.finetune`), per sentence group.
 
     cn = CorpusNeurons(k=100).fit(model, nltk_corpora())
     cn.top_sentences(layer=3, neuron=17)
@@ -30,122 +30,18 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from lensneurons.activations import collect
+from lensneurons.core.activations import collect
 from lensneurons.data.corpora import Corpus
-from lensneurons.sites import check_layers, check_site
-from lensneurons.stats import Stack, TopK
+from lensneurons.core.sites import check_layers, check_site
+from lensneurons.core.stats import Stack, TopK
+# re-exported: their old home
+from lensneurons.lenses.corpus.figures import plot_neuron_clusters, plot_sse_curves, plot_summary_map  # noqa: F401
+from lensneurons.lenses.corpus.patterns import Pattern, PatternIndex, _min_count, frequent_patterns
+from lensneurons.lenses.corpus.shift import neuron_vector_distances, vector_distances  # noqa: F401
 
 NEURON_SITES = ("resid", "mlp", "mlp_pre")
 SUMMARY_STATS = ("mean_length", "mean_activation", "min_activation")
 POS_WORD_CLASSES = ("NOUN", "VERB", "ADJ")
-
-
-# --------------------------------------------------------------------------- pattern mining
-
-
-@dataclass(frozen=True)
-class Pattern:
-    """A word or tag sequence that is frequent in a neuron's top sentences.
-
-    `support_top` / `support_corpus` count the sentences that contain it (once per sentence);
-    `relative` is its share of top sentences over its share of corpus sentences.
-    """
-
-    items: tuple[str, ...]
-    support_top: int
-    support_corpus: int
-    relative: float
-
-
-def _min_count(min_support: int | float, n: int) -> int:
-    if min_support <= 0:
-        raise ValueError(f"min_support must be > 0 (a count, or a fraction below 1), got {min_support}")
-    count = int(np.ceil(min_support * n)) if min_support < 1 else int(min_support)
-    return max(1, count)
-
-
-def _contains_subsequence(seq: Sequence[str], items: tuple[str, ...]) -> bool:
-    it = iter(seq)
-    return all(item in it for item in items)  # `in` consumes the iterator: order is respected
-
-
-def _contains_ngram(seq: Sequence[str], items: tuple[str, ...]) -> bool:
-    n = len(items)
-    return any(tuple(seq[i : i + n]) == items for i in range(len(seq) - n + 1))
-
-
-class PatternIndex:
-    """Counts how many corpus sentences contain a pattern, with an inverted index and a cache.
-
-    Built once per corpus and shared by all neurons, so a pattern frequent in many top sets is
-    counted once.
-    """
-
-    def __init__(self, corpus: Sequence[Sequence[str]]):
-        self.sequences = [list(s) for s in corpus]
-        if not self.sequences:
-            raise ValueError("the corpus is empty: relative frequencies need at least one sentence")
-        self._postings: dict[str, set[int]] = {}
-        for i, seq in enumerate(self.sequences):
-            for item in set(seq):
-                self._postings.setdefault(item, set()).add(i)
-        self._cache: dict[tuple[tuple[str, ...], bool], int] = {}
-
-    def __len__(self) -> int:
-        return len(self.sequences)
-
-    def support(self, items: tuple[str, ...], contiguous: bool) -> int:
-        key = (items, contiguous)
-        if key not in self._cache:
-            sets = sorted((self._postings.get(i, set()) for i in set(items)), key=len)
-            candidates = set.intersection(*sets) if sets else set()
-            test = _contains_ngram if contiguous else _contains_subsequence
-            self._cache[key] = sum(1 for i in candidates if test(self.sequences[i], items))
-        return self._cache[key]
-
-
-def frequent_patterns(
-    top: Sequence[Sequence[str]],
-    corpus: Sequence[Sequence[str]] | PatternIndex,
-    min_support: int | float = 0.1,
-    min_len: int = 2,
-    max_len: int = 3,
-    contiguous: bool = False,
-    top_n: Optional[int] = 20,
-) -> list[Pattern]:
-    """Sequences frequent in `top`, ranked by frequency relative to `corpus`.
-
-    Skip-grams (items in order, any gaps: the patterns PrefixSpan mines) by default; contiguous
-    n-grams with ``contiguous=True``. A pattern is kept when at least `min_support` top sentences
-    contain it (a count, or a fraction of ``len(top)`` when below 1). Ranking: relative frequency
-    (share in `top` / share in `corpus`) descending, then top support descending, then the items.
-    """
-    if min_len < 1 or max_len < min_len:
-        raise ValueError(f"need 1 <= min_len <= max_len, got min_len={min_len}, max_len={max_len}")
-    if not top:
-        raise ValueError("top is empty: no sentences to mine")
-    index = corpus if isinstance(corpus, PatternIndex) else PatternIndex(corpus)
-    minsup = _min_count(min_support, len(top))
-    top = [list(s) for s in top]
-    if contiguous:
-        counts: Counter = Counter()
-        for seq in top:
-            counts.update({tuple(seq[i : i + n]) for n in range(min_len, max_len + 1) for i in range(len(seq) - n + 1)})
-        found = [(c, items) for items, c in counts.items() if c >= minsup]
-    else:
-        from prefixspan import PrefixSpan
-
-        ps = PrefixSpan(top)
-        ps.minlen, ps.maxlen = min_len, max_len
-        found = [(c, tuple(p)) for c, p in ps.frequent(minsup)]
-    out = []
-    for support_top, items in found:
-        support_corpus = index.support(items, contiguous)
-        # a top set drawn from another corpus can hold patterns the corpus lacks: count them once
-        share_corpus = max(support_corpus, 1) / len(index)
-        out.append(Pattern(items, support_top, support_corpus, (support_top / len(top)) / share_corpus))
-    out.sort(key=lambda p: (-p.relative, -p.support_top, p.items))
-    return out if top_n is None else out[:top_n]
 
 
 # --------------------------------------------------------------------------- summaries
@@ -634,128 +530,3 @@ class CorpusNeurons:
         perplexity = min(perplexity, max(1.0, (n_neurons - 1) / 3))
         emb = TSNE(n_components=2, perplexity=perplexity, random_state=self.random_state, init="pca").fit_transform(x)
         return labels, torch.as_tensor(emb, dtype=torch.float32).reshape(self.n_layers_, self.width_, 2)
-
-
-# --------------------------------------------------------------------------- figures
-
-
-def plot_summary_map(values: Float[Tensor, "layer neuron"], title: str = "mean length of top sentences", layers: Optional[Sequence[int]] = None):
-    """Heatmap of a per-neuron summary, one row per layer (as the paper's length figure)."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(10, 0.4 * values.shape[0] + 1.5), layout="constrained")
-    im = ax.imshow(values.double().numpy(), aspect="auto", interpolation="nearest", cmap="viridis")
-    ax.set_xlabel("neuron (dimension)")
-    ax.set_ylabel("layer")
-    ticks = list(range(values.shape[0]))
-    ax.set_yticks(ticks, [str(l) for l in (layers if layers is not None else ticks)])
-    ax.set_title(title)
-    fig.colorbar(im, ax=ax)
-    return fig
-
-
-def plot_neuron_clusters(embedding: Float[Tensor, "layer neuron 2"], labels: Int[Tensor, "layer neuron"]):
-    """t-SNE map of neurons coloured by k-means cluster."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 5), layout="constrained")
-    xy = embedding.reshape(-1, 2).numpy()
-    sc = ax.scatter(xy[:, 0], xy[:, 1], c=labels.reshape(-1).numpy(), cmap="tab10", s=8)
-    ax.set_title("neurons by activation pattern (t-SNE, k-means colours)")
-    fig.colorbar(sc, ax=ax, label="cluster")
-    return fig
-
-
-def plot_sse_curves(sse: Float[Tensor, "layer k"], layers: Optional[Sequence[int]] = None, relative: bool = True):
-    """SSE against k, one line per layer; ``relative=True`` divides each curve by its k = 1 value."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 4), layout="constrained")
-    values = sse.double()
-    if relative:
-        values = values / values[:, :1].clamp(min=1e-300)
-    ks = np.arange(1, values.shape[1] + 1)
-    names = layers if layers is not None else range(values.shape[0])
-    for row, layer in zip(values.numpy(), names):
-        ax.plot(ks, row, marker="o", ms=3, label=f"layer {layer}")
-    ax.set_xlabel("k (clusters of neurons)")
-    ax.set_ylabel("SSE / SSE(k=1)" if relative else "SSE")
-    ax.set_title("k-means of neurons' top-set embeddings")
-    ax.legend()
-    return fig
-
-
-# --------------------------------------------------------------------------- across models
-
-
-def vector_distances(
-    a: Float[Tensor, "text *neuron"], b: Float[Tensor, "text_b *neuron_b"]
-) -> tuple[Float[Tensor, "text"], Float[Tensor, "text"]]:
-    """Manhattan (L1) and Euclidean (L2) distance between row i of `a` and row i of `b` (all trailing dims flattened)."""
-    if a.shape != b.shape:
-        raise ValueError(f"a and b must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
-    diff = (a.double() - b.double()).reshape(a.shape[0], -1)
-    return diff.abs().sum(1), diff.square().sum(1).sqrt()
-
-
-def neuron_vector_distances(
-    model_a: HookedTransformer,
-    model_b: HookedTransformer,
-    groups: dict[str, Sequence[str]],
-    site: str = "resid",
-    layers: int | Sequence[int] | None = None,
-    batch_size: int = 16,
-    max_length: int = 128,
-    include_bos: bool = False,
-    progress: bool = False,
-    per_sentence: bool = False,
-) -> dict[str, dict]:
-    """How far each sentence's full neuron vector moves between two models, per sentence group.
-
-    A sentence's vector is its mean-pooled activation at `site` in every one of `layers` (default
-    all), concatenated (n_layers × width values). For each group (e.g. ``{"train": ...,
-    "held_out": ..., "out_of_domain": ...}``) the result holds the mean Manhattan and Euclidean
-    distance between the two models' vectors over its sentences, their standard deviations and n;
-    `relative_euclidean`, the mean of ||a - b|| / ||a|| (a: model_a's vector), which does not grow
-    with the vectors' scale (mean-pooled vectors of short sentences are larger); and
-    `euclidean_by_layer`, the mean Euclidean distance within each layer's part of the vector. With
-    `per_sentence`, `per_sentence` holds each sentence's three distances (for tests between groups).
-    The models must share the architecture's shape and the tokenizer (e.g. a model and its fine-tune).
-    """
-    from lensneurons.activations import pooled_activations
-
-    check_site(site)
-    for attr in ("n_layers", "d_model", "d_vocab"):
-        if getattr(model_a.cfg, attr) != getattr(model_b.cfg, attr):
-            raise ValueError(f"the models differ in {attr}: {getattr(model_a.cfg, attr)} vs {getattr(model_b.cfg, attr)}")
-    if model_a.tokenizer is None or model_b.tokenizer is None or model_a.tokenizer.get_vocab() != model_b.tokenizer.get_vocab():
-        raise ValueError("the models must share one tokenizer: the same sentence has to be read as the same tokens")
-    if not groups:
-        raise ValueError("groups is empty: give at least one named list of sentences")
-    layers = check_layers(model_a, layers if layers is None or isinstance(layers, int) else list(layers))
-    out = {}
-    for name, texts in groups.items():
-        texts = list(texts)
-        if not texts:
-            raise ValueError(f"sentence group {name!r} is empty")
-        kw = dict(site=site, layers=layers, pooling="mean", batch_size=batch_size, include_bos=include_bos,
-                  max_length=min(max_length, model_a.cfg.n_ctx), progress=progress)
-        a = pooled_activations(model_a, texts, **kw).cpu()  # (text, layer, neuron)
-        b = pooled_activations(model_b, texts, **kw).cpu()
-        l1, l2 = vector_distances(a, b)
-        by_layer = (a.double() - b.double()).norm(dim=-1).mean(0)
-        relative = l2 / a.double().reshape(len(texts), -1).norm(dim=1)
-        several = len(texts) > 1
-        out[name] = {
-            "manhattan": float(l1.mean()), "euclidean": float(l2.mean()),
-            "manhattan_std": float(l1.std()) if several else 0.0,
-            "euclidean_std": float(l2.std()) if several else 0.0,
-            "relative_euclidean": float(relative.mean()),
-            "relative_euclidean_std": float(relative.std()) if several else 0.0,
-            "euclidean_by_layer": [float(v) for v in by_layer],
-            "n": len(texts),
-        }
-        if per_sentence:
-            out[name]["per_sentence"] = {"manhattan": l1.tolist(), "euclidean": l2.tolist(),
-                                         "relative_euclidean": relative.tolist()}
-    return out

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
-from lensneurons import plots
-from lensneurons.activations import pooled_activations
-from lensneurons.analyses.language_neurons import (
+from lensneurons.lenses.language import figures
+from lensneurons.core.activations import pooled_activations
+from lensneurons.lenses.language.analysis import (
     CONDITIONS,
     LanguageNeurons,
     SteeringConfig,
@@ -24,43 +25,45 @@ from lensneurons.analyses.language_neurons import (
     score_generations,
 )
 from lensneurons.data.multilingual import LanguageTexts, flores200, kojima2024
-from lensneurons.memory import map_large_blocks, release_freed_memory
-from lensneurons.results import ResultsFolder
+from lensneurons.core.memory import map_large_blocks, release_freed_memory
+from lensneurons.core.models import weights_digest
+from lensneurons.core.results import ResultsFolder, fingerprint
+from lensneurons.core.study import Study, StudyConfig, param
 
 
 @dataclass
-class RunConfig:
-    model: str = "gemma-3-270m"
-    data: str = "kojima2024"  # or "flores200"
-    languages: list[str] | None = None  # None: the dataset's default set
-    n_positive: int | None = None  # kojima2024 subsample (None: all 500)
-    n_negative: int | None = None  # kojima2024 subsample (None: all 2,500)
-    n_per_language: int = 500  # flores200 positives per language
-    k: int = 1000
-    pooling: str = "mean"
-    batch_size: int = 16
-    max_length: int = 256
-    seeds: int = 100  # generations per condition: seeds 1..seeds
-    max_new_tokens: int = 32
-    gen_batch_size: int = 100
-    ablation_ks: list[int] = field(default_factory=lambda: [100, 316, 1000, 3162, 10000, 18432])
-    ablation_which: str = "both"
-    ablation_seeds: int = 100
+class LanguageNeuronsConfig(StudyConfig):
+    model: str = param("gemma-3-270m", "embedded model or any TransformerLens name")
+    data: str = param("kojima2024", "sentence sets: the paper's (kojima2024) or FLORES-200 (flores200)",
+                      choices=("kojima2024", "flores200"))
+    languages: list[str] | None = param(None, "languages (none: the dataset's default set)")
+    n_positive: int | None = param(None, "kojima2024 positives per language (none: all 500)")
+    n_negative: int | None = param(None, "kojima2024 negatives per language (none: all 2,500)")
+    n_per_language: int = param(500, "flores200 sentences per language")
+    k: int = param(1000, "top-k and bottom-k neurons per language")
+    pooling: str = param("mean", "pooling of each text's token activations", choices=("mean", "last", "max"))
+    batch_size: int = param(16, "texts per forward pass")
+    max_length: int = param(256, "tokens kept per text")
+    seeds: int = param(100, "generations per steering condition (seeds 1..N)")
+    max_new_tokens: int = param(32, "tokens generated per sample")
+    gen_batch_size: int = param(100, "samples generated together")
+    ablation_ks: list[int] = param(help="k values of the k-ablation (empty: skip it)",
+                                   factory=lambda: [100, 316, 1000, 3162, 10000, 18432])
+    ablation_which: str = param("both", "neuron set clamped in the k-ablation", choices=("top", "bottom", "both"))
+    ablation_seeds: int = param(100, "generations per k and language in the k-ablation")
 
-    @classmethod
-    def preset(cls, name: str, **overrides) -> RunConfig:
-        presets = {
-            # a few minutes on 2 CPU cores: the whole path at a small size
-            "demo": dict(n_positive=20, n_negative=40, seeds=8, max_new_tokens=16, ablation_ks=[100, 1000, 10000],
-                         ablation_seeds=8),
-            # the paper's protocol on its own sentence sets
-            "paper": dict(),
-            # all 17 FLORES-200 languages (not in the paper)
-            "flores17": dict(data="flores200", n_per_language=200, ablation_ks=[]),
-        }
-        if name not in presets:
-            raise ValueError(f"unknown preset {name!r}; expected one of {sorted(presets)}")
-        return cls(**{**presets[name], **{k: v for k, v in overrides.items() if v is not None}})
+    presets: ClassVar[dict] = {
+        # the paper's protocol on its own sentence sets
+        "paper": {},
+        # a few minutes on 2 CPU cores: the whole path at a small size
+        "demo": dict(n_positive=20, n_negative=40, seeds=8, max_new_tokens=16, ablation_ks=[100, 1000, 10000],
+                     ablation_seeds=8),
+        # all 17 FLORES-200 languages (not in the paper)
+        "flores17": dict(data="flores200", n_per_language=200, ablation_ks=[]),
+    }
+
+
+RunConfig = LanguageNeuronsConfig
 
 
 def load_texts(cfg: RunConfig) -> LanguageTexts:
@@ -81,21 +84,18 @@ def run(
     AP worker threads' arenas keep freed temporaries (two threads: AP-stage peak 4.41 → 4.18 GB).
     """
     map_large_blocks()
-    folder = ResultsFolder(out)
-    previous = folder.read_json("config.json")
-    if previous is not None and previous != asdict(cfg):
-        raise ValueError(f"{out} holds results of a different configuration; choose another --out or delete it")
-    folder.json("config.json", asdict(cfg))
     data = load_texts(cfg) if data is None else data
+    folder = ResultsFolder.claim(out, cfg)
     timings = folder.read_json("timings.json", {})
 
-    acts = folder.read_tensor("pooled_activations.pt")
-    if acts is None or acts.shape[0] != len(data.texts):
+    key = fingerprint(weights_digest(model), data.texts, "mlp", cfg.pooling, cfg.max_length)
+    acts = folder.read_stage("pooled_activations.pt", key)
+    if acts is None:
         started = time.time()
         acts = pooled_activations(model, data.texts, site="mlp", pooling=cfg.pooling, batch_size=cfg.batch_size,
                                   max_length=cfg.max_length, progress=progress)
         timings["activations_s"] = round(time.time() - started, 1)
-        folder.tensor("pooled_activations.pt", acts)
+        folder.save_stage("pooled_activations.pt", key, acts)
         folder.json("timings.json", timings)
     ln = LanguageNeurons(k=cfg.k, pooling=cfg.pooling).fit_activations(acts, data)
     _write_neurons(folder, ln)
@@ -126,13 +126,13 @@ def _write_neurons(folder: ResultsFolder, ln: LanguageNeurons) -> None:
         {"lang": lang, "group": g, **{f"layer{i}": int(c) for i, c in enumerate(counts)}}
         for lang, groups in hists.items() for g, counts in groups.items()
     ])
-    folder.figure("layer_histograms.png", plots.layer_histograms(hists))
+    folder.figure("layer_histograms.png", figures.layer_histograms(hists))
     overlap = ln.overlap("both")
     folder.csv("overlap.csv", [{"lang": a, **{b: int(overlap[i, j]) for j, b in enumerate(ln.languages_)}}
                                for i, a in enumerate(ln.languages_)])
-    folder.figure("overlap.png", plots.overlap_table(overlap, ln.languages_, f"shared neurons (top+bottom {ln.k})"))
+    folder.figure("overlap.png", figures.overlap_table(overlap, ln.languages_, f"shared neurons (top+bottom {ln.k})"))
     splits = {lang: {g: ln.activation_split(lang, g) for g in ("top", "bottom")} for lang in ln.languages_}
-    folder.figure("activation_distributions.png", plots.activation_distributions(splits))
+    folder.figure("activation_distributions.png", figures.activation_distributions(splits))
 
 
 def _steering(model, ln: LanguageNeurons, data: LanguageTexts, cfg: RunConfig, folder: ResultsFolder, progress):
@@ -151,7 +151,7 @@ def _steering(model, ln: LanguageNeurons, data: LanguageTexts, cfg: RunConfig, f
     table.append({"lang": "avg", **{c: round(100 * float(np.mean([rates[l][c] for l in rates])), 1)
                                     for c in CONDITIONS}})
     folder.csv("steering.csv", table)
-    folder.figure("steering.png", plots.steering_bars(rates, CONDITIONS))
+    folder.figure("steering.png", figures.steering_bars(rates, CONDITIONS))
     samples = ["# Sample generations (first 3 seeds per condition)\n"]
     for lang in ln.languages_:
         for cond in CONDITIONS:
@@ -178,4 +178,14 @@ def _ablation(model, ln: LanguageNeurons, data: LanguageTexts, cfg: RunConfig, f
         folder.json("ablation.json", done)
     rows = [{k: v for k, v in r.items() if k != "texts"} for r in done.values()]
     folder.csv("ablation.csv", rows)
-    folder.figure("ablation.png", plots.ablation_curves(rows))
+    folder.figure("ablation.png", figures.ablation_curves(rows))
+
+
+def report(result: dict) -> str:
+    lines = ["Steering: % of generations in the target language (fastText score > 0.5)"]
+    lines += ["  " + "  ".join(f"{k}={v}" for k, v in row.items()) for row in result["steering"]]
+    return "\n".join(lines)
+
+
+STUDY = Study("language-neurons", "language-specific neurons and steering (Kojima et al. 2024)",
+              LanguageNeuronsConfig, run, prepare=load_texts, report=report)

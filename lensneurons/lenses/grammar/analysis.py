@@ -25,7 +25,6 @@ from __future__ import annotations
 import os
 import zlib
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -33,15 +32,15 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
-from lensneurons.activations import pooled_activations
+from lensneurons.core.activations import pooled_activations
 from lensneurons.data.blimp import MinimalPair, sentences
-from lensneurons.models import weights_digest
-from lensneurons.neurons import NeuronSet
-from lensneurons.probes import HardConcrete, ProbeFit, check_lams, subset_probe_accuracies, train_probes
-from lensneurons.results import ResultsFolder
-from lensneurons.sites import check_layers
-from lensneurons.stats import welch_t
-from lensneurons.store import ActivationStore
+from lensneurons.core.models import weights_digest
+from lensneurons.core.neurons import NeuronSet
+from lensneurons.lenses.grammar.probes import HardConcrete, ProbeFit, check_lams, subset_probe_accuracies, train_probes
+from lensneurons.core.results import Checkpoint
+from lensneurons.core.sites import check_layers
+from lensneurons.core.stats import welch_t
+from lensneurons.lenses.grammar.store import ActivationStore
 
 __all__ = [
     "SparseProbing",
@@ -256,7 +255,7 @@ class SparseProbing:
 
     def fit_store(
         self, store: ActivationStore, tasks: Sequence[str] | None = None, progress: bool = True,
-        checkpoint: str | os.PathLike | None = None,
+        checkpoint: Checkpoint | str | os.PathLike | None = None,
     ) -> SparseProbing:
         """Fit from a complete activation store (all its tasks, or the given ones); see ``fit_activations``
         for ``checkpoint``."""
@@ -299,13 +298,15 @@ class SparseProbing:
 
     # fitting --------------------------------------------------------------------------------
     def fit_activations(
-        self, data: Mapping[str, TaskData], progress: bool = True, checkpoint: str | os.PathLike | None = None
+        self, data: Mapping[str, TaskData], progress: bool = True,
+        checkpoint: Checkpoint | str | os.PathLike | None = None,
     ) -> SparseProbing:
         """Fit from per-task (activations ``text layer neuron``, labels, pair index).
 
-        ``checkpoint``: a file that receives the fit so far after every chunk of tasks (replaced atomically);
-        a later call with the same parameters and tasks resumes after the last saved chunk and ends with the
-        same result as one uninterrupted fit. The file is removed when the fit is complete.
+        ``checkpoint`` (a `Checkpoint`, as a study hands it in; a file path is wrapped in one): receives the fit
+        so far after every chunk of tasks; a later call with the same parameters and tasks resumes after the
+        last saved chunk and ends with the same result as one uninterrupted fit. It is cleared when the fit is
+        complete.
         """
         tasks = list(data)
         if not tasks:
@@ -331,8 +332,11 @@ class SparseProbing:
         gen = torch.Generator().manual_seed(self.random_state)
         chunks = [tasks[i : i + self.task_chunk] for i in range(0, n_t, self.task_chunk)]
         done = 0
-        if checkpoint is not None and Path(checkpoint).exists():
-            done, cross_probes, cross_test = self._resume(torch.load(checkpoint, weights_only=True), gen, checkpoint)
+        if isinstance(checkpoint, (str, os.PathLike)):
+            checkpoint = Checkpoint(checkpoint)
+        saved = None if checkpoint is None else checkpoint.load()
+        if saved is not None:
+            done, cross_probes, cross_test = self._resume(saved, gen, checkpoint.path)
         bar = tqdm(total=len(chunks), initial=done, desc="probing", unit="chunk", disable=not progress)
         for chunk_no in range(done, len(chunks)):
             chunk = chunks[chunk_no]
@@ -349,12 +353,12 @@ class SparseProbing:
             if checkpoint is not None and chunk_no + 1 < len(chunks):
                 state = {**self._partial_state(), "chunks_done": chunk_no + 1, "cross_probes": cross_probes,
                          "cross_test": cross_test, "generator": gen.get_state()}
-                ResultsFolder(Path(checkpoint).parent).tensor(Path(checkpoint).name, state)  # replaced atomically
+                checkpoint.save(state)
             bar.update()
         bar.close()
         self._cross_task(cross_probes, cross_test)
         if checkpoint is not None:
-            Path(checkpoint).unlink(missing_ok=True)
+            checkpoint.clear()
         return self
 
     # saving ------------------------------------------------------------------------------------

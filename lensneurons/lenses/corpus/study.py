@@ -11,53 +11,55 @@ described neuron (plus index.html).
 """
 from __future__ import annotations
 
-import argparse
-import hashlib
 import html
-import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 from transformer_lens import HookedTransformer
 
-from lensneurons import distributed
-from lensneurons.analyses.corpus_neurons import CorpusNeurons, plot_neuron_clusters, plot_sse_curves, plot_summary_map
+from lensneurons.core import distributed
+from lensneurons.lenses.corpus.analysis import CorpusNeurons
+from lensneurons.lenses.corpus.figures import plot_neuron_clusters, plot_sse_curves, plot_summary_map
 from lensneurons.data.corpora import NLTK_CORPORA, Corpus, from_file, nltk_corpora
-from lensneurons.models import weights_digest
-from lensneurons.report import neuron_report_html
-from lensneurons.results import ResultsFolder
+from lensneurons.core.models import weights_digest
+from lensneurons.lenses.corpus.report import neuron_report_html
+from lensneurons.core.results import ResultsFolder, fingerprint
+from lensneurons.core.study import Study, StudyConfig, param
 
 
 @dataclass
-class RunConfig:
-    model: str = "gemma-3-270m"
-    corpora: list[str] = field(default_factory=lambda: list(NLTK_CORPORA))  # NLTK corpora to read
-    data_file: Optional[str] = None  # a CSV/JSONL corpus instead of the NLTK corpora
-    text_column: str = "text"
-    n_sentences: Optional[int] = None  # random subsample of the corpus (None: all)
-    per_corpus: Optional[int] = None  # instead: this many random sentences of each source corpus (stratified)
-    k: int = 100  # top sentences per neuron (paper: 10,000)
-    site: str = "resid"
-    layers: Optional[list[int]] = None
-    n_sample: int = 1000  # sentences whose activations cluster the neurons
-    n_clusters: int = 10
-    # metadata fields checked for classifier-like neurons (those the corpus lacks are skipped)
-    label_fields: list[str] = field(default_factory=lambda: ["label", "corpus", "sentiment", "subjectivity",
-                                                             "pro_con", "genre", "president"])
-    classifier_threshold: float = 0.8
-    min_known: float = 0.5  # share of a top set that must carry the field for it to count
-    sse_k_max: int = 10  # k-means SSE curves of top-set embeddings for k = 1..sse_k_max (0: skip)
-    n_describe: int = 10  # neurons described in detail (HTML page each)
-    patterns: bool = True  # PrefixSpan patterns, words and POS (needs the NLTK tagger data)
-    min_support: float = 0.1
-    batch_size: int = 16
-    max_length: int = 128
-    checkpoint_every: int = 20_000  # sentences per saved part of the top-K pass (a rerun resumes at the next part)
-    random_state: int = 0
+class CorpusNeuronsConfig(StudyConfig):
+    model: str = param("gemma-3-270m", "embedded model or any TransformerLens name")
+    corpora: list[str] = param(help="NLTK corpora to read", factory=lambda: list(NLTK_CORPORA))
+    data_file: str | None = param(None, "a CSV/JSONL corpus instead of the NLTK corpora (text + metadata columns)")
+    text_column: str = param("text", "text column of data_file")
+    n_sentences: int | None = param(None, "random subsample of the corpus (none: all)")
+    per_corpus: int | None = param(None, "instead: this many random sentences of each source corpus (stratified)")
+    k: int = param(100, "top sentences kept per neuron (paper: 10,000)")
+    site: str = param("resid", "unit site: resid (the paper's) | mlp | mlp_pre", choices=("resid", "mlp", "mlp_pre"))
+    layers: list[int] | None = param(None, "layers analysed (none: all)")
+    n_sample: int = param(1000, "sentences whose activations cluster the neurons")
+    n_clusters: int = param(10, "k-means clusters of neurons")
+    label_fields: list[str] = param(help="metadata fields checked for classifier-like neurons (missing ones skipped)",
+                                    factory=lambda: ["label", "corpus", "sentiment", "subjectivity", "pro_con",
+                                                     "genre", "president"])
+    classifier_threshold: float = param(0.8, "share of a top set one label must reach for a classifier-like neuron")
+    min_known: float = param(0.5, "share of a top set that must carry the field for it to count")
+    sse_k_max: int = param(10, "k-means SSE curves of top-set embeddings for k = 1..this (0: skip)")
+    n_describe: int = param(10, "neurons described in detail (an HTML page each)")
+    patterns: bool = param(True, "PrefixSpan patterns, words and POS (needs the NLTK tagger data)")
+    min_support: float = param(0.1, "minimum support of a pattern, a share of the top set")
+    batch_size: int = param(16, "sentences per forward pass")
+    max_length: int = param(128, "tokens kept per sentence")
+    checkpoint_every: int = param(20_000, "sentences per saved part of the top-K pass (a rerun resumes at the next)")
+    random_state: int = param(0, "seed of subsampling and clustering", flags=("--seed",))
+
+
+RunConfig = CorpusNeuronsConfig
 
 
 def load_corpus(cfg: RunConfig) -> Corpus:
@@ -105,9 +107,8 @@ def run(
     model: HookedTransformer, cfg: RunConfig, out: str | Path, corpus: Optional[Corpus] = None, progress: bool = True
 ) -> dict:
     """Run the study into folder `out`; `corpus` defaults to the one `cfg` names."""
-    folder = ResultsFolder(out)
-    folder.json("config.json", asdict(cfg))
     corpus = load_corpus(cfg) if corpus is None else corpus
+    folder = ResultsFolder.claim(out, cfg)
     timings = {}
 
     started = time.time()
@@ -191,71 +192,25 @@ def _fit_in_parts(model: HookedTransformer, cfg: RunConfig, corpus: Corpus, fold
         return fresh().fit(model, corpus, progress=progress)
     n_parts = max(1, math.ceil(len(corpus) / cfg.checkpoint_every))
     # the checkpoint is reused only for the same model weights, settings, corpus and parts
-    fingerprint = hashlib.sha256(json.dumps({
-        "weights": weights_digest(model), "k": cfg.k, "site": cfg.site, "layers": cfg.layers, "n_sample": cfg.n_sample,
-        "random_state": cfg.random_state, "max_length": cfg.max_length, "n_parts": n_parts,
-        "texts": hashlib.sha256("\n".join(corpus.texts).encode()).hexdigest(),
-    }, sort_keys=True).encode()).hexdigest()
-    saved = folder.read_tensor("checkpoint.pt")
+    checkpoint = folder.checkpoint("checkpoint.pt", fingerprint(
+        weights_digest(model), cfg.k, cfg.site, cfg.layers, cfg.n_sample, cfg.random_state, cfg.max_length, n_parts,
+        corpus.texts))
+    saved = checkpoint.load()
     merged, start = None, 0
-    if saved is not None and saved["fingerprint"] == fingerprint:
+    if saved is not None:
         merged, start = fresh().load_state_dict(saved["state"], corpus), saved["parts_done"]
     for i in range(start, n_parts):
         part = fresh().fit(model, corpus, shard=(i, n_parts), progress=progress)
         merged = part if merged is None else merged.merge(part)
-        folder.tensor("checkpoint.pt", {"fingerprint": fingerprint, "parts_done": i + 1, "state": merged.state_dict()})
+        checkpoint.save({"parts_done": i + 1, "state": merged.state_dict()})
     return merged
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of the `corpus-neurons` subcommand (defaults: `RunConfig`)."""
-    d = RunConfig()
-    parser.add_argument("--model", default=d.model, help="embedded model or any TransformerLens name")
-    parser.add_argument("--corpora", nargs="+", default=None, help=f"NLTK corpora (default: all of {', '.join(NLTK_CORPORA)})")
-    parser.add_argument("--data-file", default=None, help="a CSV/JSONL corpus instead (text column + metadata columns)")
-    parser.add_argument("--text-column", default=d.text_column)
-    parser.add_argument("--n-sentences", type=int, default=None, help="random subsample of the corpus")
-    parser.add_argument("--per-corpus", type=int, default=None,
-                        help="instead: this many random sentences from each source corpus (stratified)")
-    parser.add_argument("--k", type=int, default=d.k, help="top sentences kept per neuron")
-    parser.add_argument("--site", default=d.site, help="resid (the paper's) | mlp | mlp_pre")
-    parser.add_argument("--layers", type=int, nargs="+", default=None)
-    parser.add_argument("--n-sample", type=int, default=d.n_sample, help="sentences for clustering neurons")
-    parser.add_argument("--n-clusters", type=int, default=d.n_clusters)
-    parser.add_argument("--label-fields", nargs="+", default=d.label_fields,
-                        help="metadata fields checked for classifier-like neurons (missing ones skipped)")
-    parser.add_argument("--classifier-threshold", type=float, default=d.classifier_threshold,
-                        help="share of a top set one label must reach")
-    parser.add_argument("--sse-k-max", type=int, default=d.sse_k_max, help="k-means SSE curves up to this k (0: skip)")
-    parser.add_argument("--n-describe", type=int, default=d.n_describe, help="neurons described in HTML pages")
-    parser.add_argument("--no-patterns", action="store_true", help="skip PrefixSpan/POS (no tagger needed)")
-    parser.add_argument("--batch-size", type=int, default=d.batch_size)
-    parser.add_argument("--max-length", type=int, default=d.max_length)
-    parser.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
-                        help="sentences per saved part of the top-K pass (a rerun with the same settings resumes)")
-    parser.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
-    parser.add_argument("--out", required=True, help="results folder")
-    parser.add_argument("--quiet", action="store_true")
+
+def report(result: dict) -> str:
+    return (f"{result['n_sentences']} sentences; {len(result['classifier_neurons'])} classifier-like (neuron, field) "
+            f"pairs; described {len(result['described'])} neurons (index.html, neuron_L<layer>_<neuron>.html)")
 
 
-def main(args: argparse.Namespace) -> dict:
-    """Run the `corpus-neurons` subcommand from parsed `args`."""
-    from lensneurons.models import load_model
-
-    cfg = RunConfig(
-        model=args.model, corpora=list(args.corpora or NLTK_CORPORA), data_file=args.data_file,
-        text_column=args.text_column, n_sentences=args.n_sentences, per_corpus=args.per_corpus, k=args.k,
-        site=args.site, layers=args.layers, n_sample=args.n_sample, n_clusters=args.n_clusters,
-        label_fields=list(args.label_fields), classifier_threshold=args.classifier_threshold,
-        sse_k_max=args.sse_k_max, n_describe=args.n_describe, patterns=not args.no_patterns, batch_size=args.batch_size,
-        max_length=args.max_length, checkpoint_every=args.checkpoint_every,
-    )
-    started = time.time()
-    model = load_model(cfg.model, device=args.device)
-    result = run(model, cfg, args.out, progress=not args.quiet)
-    print(f"{result['n_sentences']} sentences; {len(result['classifier_neurons'])} classifier-like (neuron, field) "
-          f"pairs on {cfg.label_fields}; described {len(result['described'])} neurons.")
-    print(f"Results are in {result['out']}/ ({time.time() - started:.0f} s): config.json, top_sentences.{{pt,csv}},")
-    print("  mean_length.{csv,png}, classifier_neurons.csv, sse_curves.{csv,png}, clusters.{csv,png}, descriptions.json,")
-    print("  index.html and neuron_L<layer>_<neuron>.html")
-    return result
+STUDY = Study("corpus-neurons", "what single neurons respond to: top-K sentences, patterns, metadata, clusters",
+              CorpusNeuronsConfig, run, prepare=load_corpus, report=report, data_keyword="corpus")

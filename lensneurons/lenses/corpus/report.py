@@ -15,8 +15,8 @@ from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from lensneurons.activations import tokenize
-from lensneurons.sites import check_layers, hook_name, site_width
+from lensneurons.core.activations import tokenize
+from lensneurons.core.sites import check_layers, hook_name, site_width
 
 
 def token_activations(

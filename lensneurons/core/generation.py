@@ -2,7 +2,7 @@
 
 Each sample has its own seed and its own `torch.Generator`, so sample i is the same text whatever
 batch it runs in (up to floating-point differences of batched matrix products). Any hooks active on
-the model (e.g. `lensneurons.patching.patched`) apply at every step.
+the model (e.g. `lensneurons.core.patching.patched`) apply at every step.
 """
 from __future__ import annotations
 

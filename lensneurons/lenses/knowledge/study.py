@@ -18,54 +18,56 @@ answer is a single token are kept (Dai et al.'s setting), scored at the mask.
 """
 from __future__ import annotations
 
-import argparse
 import random
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from typing import ClassVar
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 from transformer_lens import HookedEncoder
 
-from lensneurons.analyses.knowledge_neurons import KnowledgeNeurons, pos_group, summarise
-from lensneurons.attribution import answer_logits, batch_answer_logits, encode, final_resid, right_padded
-from lensneurons.models import HookedModel
-from lensneurons.results import ResultsFolder
+from lensneurons.lenses.knowledge.figures import change_histograms, concept_bars, layer_bar, pos_histograms
+from lensneurons.lenses.knowledge.analysis import KnowledgeNeurons, pos_group, summarise
+from lensneurons.lenses.knowledge.attribution import answer_logits, batch_answer_logits, encode, final_resid, right_padded
+from lensneurons.core.models import HookedModel, weights_digest
+from lensneurons.core.results import ResultsFolder, fingerprint
+from lensneurons.core.study import Study, StudyConfig, param
 
 Prompts = Mapping[str, Sequence[tuple[str, str]]]
 
 
 @dataclass
-class RunConfig:
-    model: str = "gemma-3-270m"
-    data: str = "pararel"  # or "lama" (needs lama_path or the file under the data directory)
-    relations: list[str] | None = None  # PARAREL relations (None: all)
-    n_concepts: int = 20  # facts / concepts kept (answered correctly), drawn at random with `seed`
-    max_prompts: int = 8  # prompts per concept (first ones)
-    min_correct: float = 0.5  # fraction of a concept's prompts the model must answer correctly (top-1)
-    steps: int = 20
-    t: float = 0.2
-    p: float = 50.0
-    baseline: str = "auto"  # auto | zero | mean
-    alpha_power: float = 1.0
-    scoring: str = "auto"  # auto (joint for causal LMs, single for masked LMs) | joint | first | single
-    unrelated: str | None = None  # fixed unrelated concept (None: `default_unrelated`)
-    n_random: int = 5
-    seed: int = 0
-    lama_path: str | None = None
+class KnowledgeNeuronsConfig(StudyConfig):
+    model: str = param("gemma-3-270m", "embedded model or any TransformerLens name (BERT names: masked-LM prompts)")
+    data: str = param("pararel", "facts: PARAREL relations or LAMA ConceptNet concepts", choices=("pararel", "lama"))
+    relations: list[str] | None = param(None, "PARAREL relations, e.g. P36 P103 (none: all)")
+    n_concepts: int = param(20, "facts / concepts kept (answered correctly), drawn in seeded random order")
+    max_prompts: int = param(8, "prompts per concept (the first ones)")
+    min_correct: float = param(0.5, "fraction of a concept's prompts the model must answer correctly (top-1)")
+    steps: int = param(20, "Riemann steps of integrated gradients")
+    t: float = param(0.2, "per-prompt threshold, a fraction of the prompt's largest attribution")
+    p: float = param(50.0, "sharing percentage in (0, 100]: a neuron must pass t in this share of the prompts")
+    baseline: str = param("auto", "IG baseline: zero, mean (each neuron's mean activation over the prompts) or "
+                                  "auto (mean where the model normalises after the MLP)",
+                          choices=("auto", "zero", "mean"))
+    alpha_power: float = param(1.0, "> 1 puts IG steps near the baseline")
+    scoring: str = param("auto", "multi-token answers: auto (joint for causal LMs, single for masked LMs) | joint | "
+                                 "first | single", choices=("auto", "joint", "first", "single"))
+    unrelated: str | None = param(None, "fixed unrelated concept, a key of the data (none: one of the rarest relation)")
+    n_random: int = param(5, "random other concepts whose prompts each edit is measured on")
+    random_state: int = param(0, "seed of the concept order and the random targets", flags=("--seed",))
+    lama_path: str | None = param(None, "LAMA ConceptNet file (none: under the data directory)")
 
-    @classmethod
-    def preset(cls, name: str, **overrides) -> RunConfig:
-        presets = {"demo": dict(n_concepts=4, max_prompts=4, steps=8, n_random=1), "paper": dict(n_concepts=200)}
-        if name not in presets:
-            raise ValueError(f"unknown preset {name!r}; expected one of {sorted(presets)}")
-        return cls(**{**presets[name], **{k: v for k, v in overrides.items() if v is not None}})
+    presets: ClassVar[dict] = {"paper": dict(n_concepts=200),
+                               "demo": dict(n_concepts=4, max_prompts=4, steps=8, n_random=1)}
+
+
+RunConfig = KnowledgeNeuronsConfig
 
 
 def candidate_prompts(cfg: RunConfig, mask_token: str | None = None) -> dict[str, list[tuple[str, str]]]:
@@ -88,7 +90,7 @@ def candidate_prompts(cfg: RunConfig, mask_token: str | None = None) -> dict[str
     else:
         raise ValueError(f"unknown data {cfg.data!r}; expected 'pararel' or 'lama'")
     keys = list(prompts)
-    random.Random(cfg.seed).shuffle(keys)
+    random.Random(cfg.random_state).shuffle(keys)
     return {k: prompts[k][: cfg.max_prompts] for k in keys}
 
 
@@ -194,17 +196,15 @@ def run(
     Resumable: the facts selected from the dataset (`selection.json`, reused while the configuration is the
     same) and every prompt's attribution (`ig_cache/`) are saved as soon as they are computed.
     """
-    folder = ResultsFolder(out)
-    folder.json("config.json", asdict(cfg))
+    folder = ResultsFolder.claim(out, cfg)
     started = time.time()
-    selection = folder.read_json("selection.json") if prompts is None else None
-    if selection is not None and selection["config"] == asdict(cfg):
+    if prompts is None:
+        mask = model.tokenizer.mask_token if isinstance(model, HookedEncoder) else None
+        selection = folder.stage("selection.json", fingerprint(weights_digest(model), cfg),
+                                 lambda: dict(zip(("kept", "tried"), select(model, candidate_prompts(cfg, mask), cfg,
+                                                                              progress))))
         kept = {c: [tuple(pair) for pair in pairs] for c, pairs in selection["kept"].items()}
         tried = selection["tried"]
-    elif prompts is None:
-        mask = model.tokenizer.mask_token if isinstance(model, HookedEncoder) else None
-        kept, tried = select(model, candidate_prompts(cfg, mask), cfg, progress)
-        folder.json("selection.json", {"config": asdict(cfg), "kept": kept, "tried": tried})
     else:
         kept, tried = select(model, {k: list(v)[: cfg.max_prompts] for k, v in prompts.items()}, cfg)
     if len(kept) < 2:
@@ -213,10 +213,10 @@ def run(
     reference = [p for pairs in kept.values() for p, _ in pairs] if baseline == "mean" else None
     kn = KnowledgeNeurons(steps=cfg.steps, t=cfg.t, p=cfg.p, baseline=baseline, scoring=resolve_scoring(model, cfg.scoring),
                           alpha_power=cfg.alpha_power, tolerance=float("inf"))
-    kn.fit(model, kept, reference_texts=reference, progress=progress, cache=folder.path / "ig_cache")
+    kn.fit(model, kept, reference_texts=reference, progress=progress, cache=folder.cache("ig_cache"))
     fit_s = time.time() - started
     unrelated = cfg.unrelated if cfg.unrelated is not None else default_unrelated(kept)
-    rows = kn.evaluate(model, unrelated=unrelated, n_random=cfg.n_random, random_state=cfg.seed, progress=progress)
+    rows = kn.evaluate(model, unrelated=unrelated, n_random=cfg.n_random, random_state=cfg.random_state, progress=progress)
     pos = concept_pos(kept, model.tokenizer.mask_token if isinstance(model, HookedEncoder) else None)
     summary = [{**r, "pos": pos[r["concept"]]} for r in summarise(rows)]
 
@@ -260,116 +260,17 @@ def concept_pos(prompts: Prompts, mask_token: str | None = None) -> dict[str, st
     return out
 
 
-# figures ------------------------------------------------------------------------------------------
-
-
-def concept_bars(summary: Sequence[Mapping], max_concepts: int = 30) -> Figure:
-    """Per concept, mean relative change of P(answer) (%) on own vs unrelated prompts (like paper K Fig. 3/4)."""
-    concepts = list(dict.fromkeys(r["concept"] for r in summary))[:max_concepts]
-    fig, axes = plt.subplots(2, 1, figsize=(max(6, 0.35 * len(concepts) + 2), 6), squeeze=False)
-    for ax, edit in zip(axes[:, 0], ("suppress", "amplify")):
-        for j, (target, colour) in enumerate((("own", "tab:red"), ("unrelated", "tab:grey"), ("random", "tab:blue"))):
-            vals = {r["concept"]: 100 * r["mean_relative_change"] for r in summary
-                    if r["edit"] == edit and r["target"] == target}
-            xs = np.arange(len(concepts)) + (j - 1) * 0.27
-            ax.bar(xs, [vals.get(c, np.nan) for c in concepts], width=0.27, color=colour, label=target)
-        ax.axhline(0, color="black", lw=0.5)
-        ax.set_title(edit)
-        ax.set_ylabel("Δ P(answer) %")
-        ax.set_xticks(range(len(concepts)), [c[:24] for c in concepts], rotation=75, fontsize=7)
-    axes[0, 0].legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def change_histograms(summary: Sequence[Mapping]) -> Figure:
-    """Histograms over concepts of the mean relative change (%), own vs unrelated (like paper K Fig. 5/6)."""
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-    for ax, edit in zip(axes, ("suppress", "amplify")):
-        for target, colour in (("own", "tab:red"), ("unrelated", "tab:grey"), ("random", "tab:blue")):
-            vals = [100 * r["mean_relative_change"] for r in summary if r["edit"] == edit and r["target"] == target]
-            vals = [v for v in vals if np.isfinite(v)]
-            if vals:
-                ax.hist(vals, bins=20, alpha=0.55, color=colour, label=f"{target} ({len(vals)})")
-        ax.set_title(edit)
-        ax.set_xlabel("Δ P(answer) %")
-        ax.set_ylabel("concepts")
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def pos_histograms(summary: Sequence[Mapping]) -> Figure:
-    """Suppression on own prompts, histogram over concepts per part-of-speech group (like paper K Fig. 7/8)."""
-    groups = list(dict.fromkeys(r["pos"] for r in summary))
-    fig, axes = plt.subplots(1, max(1, len(groups)), figsize=(3.6 * max(1, len(groups)), 3), squeeze=False)
-    for ax, group in zip(axes[0], groups):
-        vals = [100 * r["mean_relative_change"] for r in summary
-                if r["pos"] == group and r["edit"] == "suppress" and r["target"] == "own"]
-        vals = [v for v in vals if np.isfinite(v)]
-        ax.hist(vals, bins=20, color="tab:red")
-        ax.set_title(f"{group} ({len(vals)})")
-        ax.set_xlabel("Δ P(answer) % (suppress, own)")
-    axes[0, 0].set_ylabel("concepts")
-    fig.tight_layout()
-    return fig
-
-
-def layer_bar(counts: Sequence[int]) -> Figure:
-    fig, ax = plt.subplots(figsize=(5, 2.8))
-    ax.bar(range(len(counts)), counts)
-    ax.set_xlabel("layer")
-    ax.set_ylabel("knowledge neurons (all concepts)")
-    fig.tight_layout()
-    return fig
-
-
-# command line -------------------------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="gemma-3-270m",
-                        help="embedded model or any TransformerLens name (BERT names: masked-LM prompts)")
-    parser.add_argument("--preset", default="paper", help="demo | paper")
-    parser.add_argument("--data", default=None, help="pararel | lama")
-    parser.add_argument("--relations", nargs="+", default=None, help="PARAREL relations, e.g. P36 P103")
-    parser.add_argument("--n-concepts", type=int, default=None)
-    parser.add_argument("--max-prompts", type=int, default=None)
-    parser.add_argument("--steps", type=int, default=None)
-    parser.add_argument("--t", type=float, default=None)
-    parser.add_argument("--p", type=float, default=None, help="sharing percentage, in (0, 100]")
-    parser.add_argument("--baseline", default=None, help="auto | zero | mean")
-    parser.add_argument("--alpha-power", type=float, default=None, help="> 1 puts IG steps near the baseline")
-    parser.add_argument("--scoring", default=None, help="auto | joint | first | single (multi-token answers)")
-    parser.add_argument("--unrelated", default=None, help="fixed unrelated concept (a key of the data)")
-    parser.add_argument("--n-random", type=int, default=None)
-    parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--lama-path", default=None)
-    parser.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
-    parser.add_argument("--out", required=True, help="results folder")
-    parser.add_argument("--quiet", action="store_true")
-
-
-def main(args: argparse.Namespace) -> None:
-    from lensneurons.models import load_model
-
-    cfg = RunConfig.preset(
-        args.preset, model=args.model, data=args.data, relations=args.relations, n_concepts=args.n_concepts,
-        max_prompts=args.max_prompts, steps=args.steps, t=args.t, p=args.p, baseline=args.baseline,
-        alpha_power=args.alpha_power, scoring=args.scoring, unrelated=args.unrelated, n_random=args.n_random, seed=args.seed,
-        lama_path=args.lama_path,
-    )
-    started = time.time()
-    model = load_model(cfg.model, device=args.device)
-    result = run(model, cfg, args.out, progress=not args.quiet)
-    print(f"\n{result['n_kept']} of {result['n_tried']} concepts answered correctly; baseline {result['baseline']}")
-    print("Mean relative change of P(answer) over concepts (%):")
+def report(result: dict) -> str:
+    lines = [f"{result['n_kept']} of {result['n_tried']} concepts answered correctly; baseline {result['baseline']}",
+             "Mean relative change of P(answer) over concepts (%):"]
     for edit in ("suppress", "amplify"):
         for target in ("own", "unrelated", "random"):
             vals = [r["mean_relative_change"] for r in result["summary"] if r["edit"] == edit and r["target"] == target]
             vals = [v for v in vals if np.isfinite(v)]
             if vals:
-                print(f"  {edit:8s} {target:9s} {100 * float(np.mean(vals)):+7.2f}  (n={len(vals)})")
-    print(f"\nResults in {result['out']}/ ({time.time() - started:.0f} s): config.json, neurons.json, "
-          "completeness.csv, effects.csv, summary.csv, layer_histogram.{csv,png}, concept_bars.png, "
-          "change_histograms.png, pos_histograms.png")
+                lines.append(f"  {edit:8s} {target:9s} {100 * float(np.mean(vals)):+7.2f}  (n={len(vals)})")
+    return "\n".join(lines)
+
+
+STUDY = Study("knowledge-neurons", "knowledge neurons: integrated gradients, refinement, suppress/amplify",
+              KnowledgeNeuronsConfig, run, report=report, data_keyword="prompts")

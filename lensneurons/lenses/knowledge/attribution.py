@@ -51,10 +51,10 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedEncoder
 
-from lensneurons.activations import collect, tokenize
-from lensneurons.models import HookedModel
-from lensneurons.sites import check_layers, get_act_name, hook_name, site_width
-from lensneurons.stats import MeanVar
+from lensneurons.core.activations import collect, tokenize
+from lensneurons.core.models import HookedModel
+from lensneurons.core.sites import check_layers, get_act_name, hook_name, site_width
+from lensneurons.core.stats import MeanVar
 
 try:  # TransformerLens 3
     from transformer_lens import TransformerLensKeyValueCache, TransformerLensKeyValueCacheEntry

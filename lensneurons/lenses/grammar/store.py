@@ -19,7 +19,6 @@ import io
 import json
 import os
 import re
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,24 +26,13 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from lensneurons.core.results import atomic_write
+
 __all__ = ["ActivationStore"]
 
 _KEY = re.compile(r"^[A-Za-z0-9_.\-]+$")
 _CONFIG = "config.json"
 _COMPLETE = "COMPLETE"
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class ActivationStore:
@@ -64,7 +52,7 @@ class ActivationStore:
                     f"({have}); use another folder or delete it (requested {config})"
                 )
         else:
-            _atomic_write(existing, json.dumps(config, sort_keys=True).encode())
+            atomic_write(existing, json.dumps(config, sort_keys=True).encode())
         self.config = config
 
     def _file(self, key: str) -> Path:
@@ -95,7 +83,7 @@ class ActivationStore:
             buf,
         )
         target = self._file(key)
-        _atomic_write(target, buf.getvalue())
+        atomic_write(target, buf.getvalue())
         return target
 
     def read(self, key: str) -> tuple[Float[Tensor, "text layer neuron"], Bool[Tensor, "text"], Int[Tensor, "text"]]:
@@ -112,7 +100,7 @@ class ActivationStore:
         missing = [k for k in keys if not self.has(k)]
         if missing:
             raise ValueError(f"cannot mark activation store complete: chunks {missing} are not written")
-        _atomic_write(self.path / _COMPLETE, json.dumps({"keys": keys}).encode())
+        atomic_write(self.path / _COMPLETE, json.dumps({"keys": keys}).encode())
 
     def is_complete(self, keys: Sequence[str] | None = None) -> bool:
         """True once ``mark_complete`` ran (and, if ``keys`` is given, for exactly these keys)."""

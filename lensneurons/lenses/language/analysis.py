@@ -19,14 +19,14 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from lensneurons.activations import pooled_activations
-from lensneurons.bleu import ReferenceSet
+from lensneurons.core.activations import pooled_activations
+from lensneurons.lenses.language.bleu import ReferenceSet
 from lensneurons.data.multilingual import LanguageTexts
-from lensneurons.generation import generate_from_bos
-from lensneurons.langid import identify
-from lensneurons.neurons import NeuronSet, overlap_matrix
-from lensneurons.patching import NeuronEdit, patched, set_to
-from lensneurons.stats import average_precision, median
+from lensneurons.core.generation import generate_from_bos
+from lensneurons.lenses.language.langid import identify
+from lensneurons.core.neurons import NeuronSet, overlap_matrix
+from lensneurons.core.patching import NeuronEdit, patched, set_to
+from lensneurons.core.stats import average_precision, median
 
 CONDITIONS = ("none", "top", "bottom", "both")
 

@@ -2,7 +2,7 @@
 
 Nothing here builds an `ActivationCache`: a hook on each requested layer pools its activations over
 the text's real tokens (padding excluded) into one row per text, and each batch of rows goes straight
-to the reducers (`lensneurons.stats`). Texts are batched by length to keep padding low, and the forward
+to the reducers (`lensneurons.core.stats`). Texts are batched by length to keep padding low, and the forward
 pass stops after the last requested layer, so the unembedding is never computed.
 """
 from __future__ import annotations
@@ -17,8 +17,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
-from lensneurons import distributed
-from lensneurons.sites import check_layers, hook_name, site_width
+from lensneurons.core import distributed
+from lensneurons.core.sites import check_layers, hook_name, site_width
 
 Pooling = Literal["mean", "last", "max"]
 POOLINGS = ("mean", "last", "max")
@@ -190,7 +190,7 @@ def collect(model: HookedTransformer, texts: Sequence[str], reducers: Sequence, 
 
 def pooled_activations(model: HookedTransformer, texts: Sequence[str], **kwargs) -> Float[Tensor, "text layer neuron"]:
     """All texts' pooled activations as one tensor (text order preserved). See `stream_pooled`."""
-    from lensneurons.stats import Stack
+    from lensneurons.core.stats import Stack
 
     (stack,) = collect(model, texts, [Stack()], **kwargs)
     return stack.values

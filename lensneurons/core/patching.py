@@ -19,9 +19,9 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from lensneurons.models import HookedModel
-from lensneurons.neurons import NeuronSet
-from lensneurons.sites import hook_name, site_width
+from lensneurons.core.models import HookedModel
+from lensneurons.core.neurons import NeuronSet
+from lensneurons.core.sites import hook_name, site_width
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from lensneurons.sites import check_site
+from lensneurons.core.sites import check_site
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """A short next-token fine-tune on given texts, returning a copy (the input model is left untouched).
 
 Enough to make a "before / after" pair for comparing neurons across models (paper O's
-fine-tuning comparison, `analyses.corpus_neurons.neuron_vector_distances`) on a CPU: a few
+fine-tuning comparison, `lenses.corpus.analysis.neuron_vector_distances`) on a CPU: a few
 optimiser steps of causal language-model loss over the texts, padding excluded.
 
     tuned = finetune(model, train_texts, steps=20, lr=1e-4, params="blocks")
@@ -19,7 +19,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
-from lensneurons.activations import tokenize
+from lensneurons.core.activations import tokenize
 
 PARAM_SETS = ("all", "blocks")
 OPTIMIZERS = ("adamw", "sgd")

@@ -1,7 +1,7 @@
 """Named neuron sites and their TransformerLens hook points."""
 from __future__ import annotations
 
-from lensneurons.models import HookedModel
+from lensneurons.core.models import HookedModel
 
 try:  # TransformerLens 3 moved it; 2.x has it in utils
     from transformer_lens.utilities import get_act_name

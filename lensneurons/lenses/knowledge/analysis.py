@@ -1,7 +1,7 @@
 """Knowledge (concept) neurons (Dai et al. 2022; Ariyama et al., paper K).
 
 A concept comes with several differently-worded prompts whose answer is the concept. Integrated
-gradients (`lensneurons.attribution`) scores every MLP neuron at the answer position of each prompt;
+gradients (`lensneurons.lenses.knowledge.attribution`) scores every MLP neuron at the answer position of each prompt;
 per prompt the neurons above t · (the prompt's largest attribution) survive, and the concept's
 knowledge neurons are those that survive in at least p% of its prompts. Suppressing them (set to 0)
 or amplifying them (× 2) should change P(correct answer) on the concept's own prompts much more than
@@ -14,11 +14,10 @@ on unrelated prompts.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import random
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Mapping, MutableMapping, Sequence
 
 import torch
 from jaxtyping import Float
@@ -26,7 +25,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens import HookedEncoder
 
-from lensneurons.attribution import (
+from lensneurons.lenses.knowledge.attribution import (
     answer_logprob,
     batch_answer_logits,
     encode,
@@ -35,11 +34,11 @@ from lensneurons.attribution import (
     mean_activations,
     right_padded,
 )
-from lensneurons.models import HookedModel, weights_digest
-from lensneurons.neurons import NeuronSet
-from lensneurons.patching import NeuronEdit, patched, scale, zero
-from lensneurons.results import ResultsFolder
-from lensneurons.sites import site_width
+from lensneurons.core.models import HookedModel, weights_digest
+from lensneurons.core.neurons import NeuronSet
+from lensneurons.core.patching import NeuronEdit, patched, scale, zero
+from lensneurons.core.results import TensorCache, fingerprint
+from lensneurons.core.sites import site_width
 
 EDITS = ("suppress", "amplify")
 EDIT_POSITIONS = ("answer", "all")
@@ -78,7 +77,7 @@ class KnowledgeNeurons:
 
     Parameters (paper values by default): steps (Riemann steps), t (per-prompt threshold), p (sharing
     percentage, in (0, 100]), baseline ("zero" or "mean": mean activation over `reference_texts` given to
-    `fit`), scoring (multi-token answers, see `lensneurons.attribution`), mode ("layer" or "neuron"),
+    `fit`), scoring (multi-token answers, see `lensneurons.lenses.knowledge.attribution`), mode ("layer" or "neuron"),
     alpha_power (> 1 concentrates steps near the baseline), layers (None: all).
     Fitted attributes end in `_`.
     """
@@ -114,12 +113,14 @@ class KnowledgeNeurons:
         prompts: Prompts,
         reference_texts: Sequence[str] | None = None,
         progress: bool = True,
-        cache: str | os.PathLike | None = None,
+        cache: TensorCache | MutableMapping | str | os.PathLike | None = None,
     ) -> KnowledgeNeurons:
         """Attribute every prompt of every concept, then refine (see `fit_attributions`).
 
-        With ``cache`` (a folder), each prompt's attribution is saved as soon as it is computed and reused by
-        later fits with the same model weights, prompt, answer and settings, so an interrupted run resumes.
+        With ``cache`` (a mapping from fingerprint to saved attribution, e.g. a study's
+        `ResultsFolder.cache(...)`, or a dict), each prompt's attribution is stored as soon as it is computed and
+        reused by later fits with the same model weights, prompt, answer and settings, so an interrupted run
+        resumes. A folder path is still accepted (deprecated) and wrapped in a `TensorCache`.
         """
         _check_t_p(self.t, self.p)
         self._check_prompts(prompts)
@@ -134,14 +135,17 @@ class KnowledgeNeurons:
         self.baseline_table_ = table if isinstance(table, Tensor) else None
         attributions, errors, probs = {}, {}, {}
         total = sum(len(v) for v in prompts.values())
-        folder = ResultsFolder(cache) if cache is not None else None
-        settings = self._cache_settings(model, table) if folder is not None else None
+        if isinstance(cache, (str, os.PathLike)):
+            warnings.warn("fit(cache=<folder>) is deprecated; pass ResultsFolder(...).cache(name) or a dict",
+                          DeprecationWarning, stacklevel=2)
+            cache = TensorCache(cache)
+        settings = self._cache_settings(model, table) if cache is not None else None
         bar = tqdm(total=total, desc="integrated gradients", unit="prompt", disable=not progress)
         for concept, pairs in prompts.items():
             rows, errs, ps = [], [], []
             for prompt, answer in pairs:
-                name = None if folder is None else _cache_name(settings, prompt, answer)
-                saved = None if folder is None else folder.read_tensor(name)
+                key = None if cache is None else fingerprint(settings, prompt, answer)
+                saved = None if cache is None else cache.get(key)
                 if saved is None:
                     r = integrated_gradients(
                         model, prompt, answer, layers=self.layers, steps=self.steps, baseline=table,
@@ -149,8 +153,8 @@ class KnowledgeNeurons:
                         batch_size=self.batch_size, tolerance=self.tolerance,
                     )
                     saved = {"scores": r.scores, "completeness_error": r.completeness_error, "prob": float(r.prob)}
-                    if folder is not None:
-                        folder.tensor(name, saved)
+                    if cache is not None:
+                        cache[key] = saved
                 rows.append(saved["scores"])
                 errs.append(saved["completeness_error"])
                 ps.append(saved["prob"])
@@ -165,14 +169,12 @@ class KnowledgeNeurons:
         return self
 
     def _cache_settings(self, model: HookedModel, table) -> str:
-        """Everything besides the prompt that determines an attribution, as one digest."""
-        h = hashlib.sha256(json.dumps({
+        """Everything besides the prompt that determines an attribution, as one fingerprint."""
+        return fingerprint({
             "model": model.cfg.model_name, "weights": weights_digest(model), "steps": self.steps,
             "scoring": self.scoring, "mode": self.mode, "alpha_power": self.alpha_power,
             "layers": None if self.layers is None else list(self.layers),
-        }, sort_keys=True).encode())
-        h.update(b"zero" if isinstance(table, str) else table.detach().float().cpu().numpy().tobytes())
-        return h.hexdigest()
+        }, table if isinstance(table, str) else table.detach().float())
 
     def fit_attributions(
         self, attributions: Mapping[str, Float[Tensor, "batch layer neuron"]], prompts: Prompts | None = None
@@ -292,7 +294,7 @@ def answer_prob(
     scoring: str = "joint",
     edit_positions: str = "answer",
 ) -> float:
-    """P(answer | prompt) (scored as in `lensneurons.attribution`), optionally under an edit applied at the
+    """P(answer | prompt) (scored as in `lensneurons.lenses.knowledge.attribution`), optionally under an edit applied at the
     answer position (the last prompt token; the mask for a masked LM) or at every position."""
     return answer_probs(model, [(prompt, answer)], edit, scoring, edit_positions)[0]
 
@@ -369,6 +371,3 @@ def summarise(rows: Sequence[Mapping]) -> list[dict]:
         for (c, t, e, n), v in groups.items()
     ]
 
-
-def _cache_name(settings: str, prompt: str, answer: str) -> str:
-    return "ig_" + hashlib.sha256(json.dumps([settings, prompt, answer]).encode()).hexdigest()[:32] + ".pt"
