@@ -40,7 +40,7 @@ def _labels(n: int, n_pos: int, seed: int = 0) -> torch.Tensor:
 @pytest.fixture
 def small_blocks(monkeypatch):
     """Makes the chunked loops over neurons take many tiny blocks."""
-    monkeypatch.setattr(stats_module, "_BLOCK_ELEMENTS", 37)
+    monkeypatch.setattr(stats_module._common, "BLOCK_ELEMENTS", 37)
 
 
 def _sklearn_ap(scores: torch.Tensor, labels: torch.Tensor) -> np.ndarray:

@@ -19,6 +19,7 @@ after `lensneurons.lenses.corpus.finetune.finetune`), per sentence group.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,9 +31,10 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from lensneurons.core.activations import collect
+from lensneurons.core.analysis import Analysis, Collection
 from lensneurons.data.corpora import Corpus
 from lensneurons.core.sites import check_layers, check_site
+from lensneurons.core.results import fingerprint
 from lensneurons.core.stats import Stack, TopK
 # re-exported: their old home
 from lensneurons.lenses.corpus.figures import plot_neuron_clusters, plot_sse_curves, plot_summary_map  # noqa: F401
@@ -144,7 +146,7 @@ class _SampleRows:
         return out
 
 
-class CorpusNeurons:
+class CorpusNeurons(Analysis):
     """Top-K sentences per neuron in one streaming pass, and what they share.
 
     Parameters are stored as given and checked by `fit`; fitted attributes end in ``_``:
@@ -152,33 +154,35 @@ class CorpusNeurons:
     `sample_ids_` and `sample_activations_` (the sentences sampled for clustering), `layers_`.
     """
 
+    params = ("k", "n_sample", "classifier_threshold", "random_state", "min_known")
+    fitted = ("top_ids_",)
+    # BOS reads the same for every sentence and carries huge residual-stream values (an attention
+    # sink), so averaging it in ranks sentences by length: the sentence's own tokens only
+    default_collection = Collection(site="resid", pooling="mean", batch_size=16, max_length=128, include_bos=False)
+
     def __init__(
         self,
         k: int = 100,
-        site: str = "resid",
+        site: str | None = None,
         layers: int | Sequence[int] | None = None,
         n_sample: int = 1000,
-        batch_size: int = 16,
-        max_length: int = 128,
+        batch_size: int | None = None,
+        max_length: int | None = None,
         classifier_threshold: int | float = 0.8,
         random_state: int = 0,
-        include_bos: bool = False,
+        include_bos: bool | None = None,
         min_known: int | float = 0.5,
+        collection: Collection | None = None,
     ):
         self.k = k
         # a label can only dominate a top set that mostly carries the field: with 3 review
         # sentences among 50 brown ones, "100% positive" would say nothing (count, or fraction of k)
         self.min_known = min_known
-        # BOS reads the same for every sentence and carries huge residual-stream values (an
-        # attention sink), so averaging it in ranks sentences by length; the sentence's own tokens only
-        self.include_bos = include_bos
-        self.site = site
-        self.layers = layers
         self.n_sample = n_sample
-        self.batch_size = batch_size
-        self.max_length = max_length
         self.classifier_threshold = classifier_threshold
         self.random_state = random_state
+        self._init_collection(collection, site=site, layers=layers, batch_size=batch_size, max_length=max_length,
+                              include_bos=include_bos)
 
     # fitting -------------------------------------------------------------------------------
     def _check_params(self, corpus: Corpus) -> None:
@@ -218,11 +222,9 @@ class CorpusNeurons:
         layers = check_layers(model, layers)
         topk, sample = self._reducers(len(corpus))
         # under torchrun, collect returns the reducers merged across ranks (new objects)
-        topk, sample = collect(
-            model, corpus.texts, [topk, sample], site=self.site, layers=layers, pooling="mean",
-            include_bos=self.include_bos,
-            batch_size=self.batch_size, max_length=min(self.max_length, model.cfg.n_ctx), shard=shard, progress=progress,
-        )
+        collection = dataclasses.replace(self.collection, layers=tuple(layers),
+                                         max_length=min(self.max_length or model.cfg.n_ctx, model.cfg.n_ctx))
+        topk, sample = collection.collect(model, corpus.texts, [topk, sample], shard=shard, progress=progress)
         return self._finish(topk, sample, corpus, layers)
 
     def fit_activations(
@@ -260,15 +262,30 @@ class CorpusNeurons:
         return self
 
     def state_dict(self) -> dict[str, Any]:
-        """The reducers' state (top-K and sampled rows) and layers: what a fit over the corpus gathered."""
+        """The parameters, a fingerprint of the corpus, and the reducers' state (top-K and sampled rows) and
+        layers: what a fit over the corpus gathered."""
         self._check_fitted()
-        return {"layers": list(self.layers_), "topk": self.topk_.state_dict(), "sample": self.sample_.state_dict()}
+        return {"kind": type(self).__name__, "params": self.get_params(), "corpus": fingerprint(self.corpus_.texts),
+                "layers": list(self.layers_), "topk": self.topk_.state_dict(), "sample": self.sample_.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any], corpus: Corpus) -> CorpusNeurons:
-        """Restore a fit saved by `state_dict` (for the same corpus and parameters)."""
+        """Restore a fit saved by `state_dict`; refused unless made with these parameters on this corpus."""
         self._check_params(corpus)
+        if state.get("params") != self.get_params():
+            diff = sorted(k for k in set(self.get_params()) | set(state.get("params") or {})
+                          if (state.get("params") or {}).get(k) != self.get_params().get(k))
+            raise ValueError(f"the saved fit was made with other parameters ({', '.join(diff)} differ)")
+        if state.get("corpus") != fingerprint(corpus.texts):
+            raise ValueError("the saved fit was made on another corpus (other sentences, or another order)")
         return self._finish(TopK.from_state_dict(state["topk"]), _SampleRows.from_state_dict(state["sample"]), corpus,
                             list(state["layers"]))
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any], corpus: Corpus) -> CorpusNeurons:
+        """A fitted CorpusNeurons rebuilt from `state_dict()` and the corpus it was fitted on."""
+        params = dict(state["params"])
+        out = cls(**params, collection=Collection(**params.pop("collection")))
+        return out.load_state_dict(state, corpus)
 
     def merge(self, other: CorpusNeurons) -> CorpusNeurons:
         """Fold another shard's fit (same parameters and corpus) into this one."""
@@ -281,10 +298,6 @@ class CorpusNeurons:
         self.topk_.merge(other.topk_)
         self.sample_.merge(other.sample_)
         return self._finish(self.topk_, self.sample_, self.corpus_, self.layers_)
-
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "top_ids_"):
-            raise RuntimeError("this CorpusNeurons is not fitted yet; call fit(model, corpus) first")
 
     def _slot(self, layer: int) -> int:
         self._check_fitted()

@@ -37,6 +37,7 @@ from lensneurons.data.blimp import MinimalPair, sentences
 from lensneurons.core.models import weights_digest
 from lensneurons.core.neurons import NeuronSet
 from lensneurons.lenses.grammar.probes import HardConcrete, ProbeFit, check_lams, subset_probe_accuracies, train_probes
+from lensneurons.core.analysis import Analysis, Collection
 from lensneurons.core.results import Checkpoint
 from lensneurons.core.sites import check_layers
 from lensneurons.core.stats import welch_t
@@ -188,12 +189,17 @@ def _random_complement(top: Int[Tensor, "group k0"], d: int, k: int, draws: int,
 # --------------------------------------------------------------------------- analysis
 
 
-class SparseProbing:
+class SparseProbing(Analysis):
     """Mask (L0), dense, Welch-t top-k and random-k probes for grammaticality, per layer and task.
 
-    Parameters are stored as given and validated in ``fit``. Fitted attributes end in ``_``; tensors
-    are indexed ``[lam, layer, task]``, ``[k, layer, task]`` or ``[k, draw, layer, task]``.
+    Parameters are stored as given and validated in ``fit``. ``collection`` says how ``fit(model, pairs)``
+    reads sentences (default: the residual stream after each block at an EOS token appended to the
+    sentence, 32 sentences per pass). Fitted attributes end in ``_``; tensors are indexed
+    ``[lam, layer, task]``, ``[k, layer, task]`` or ``[k, draw, layer, task]``.
     """
+
+    fitted = ("mask_accuracy_",)
+    default_collection = Collection(site="resid", pooling="last", append_eos=True, batch_size=32, max_length=None)
 
     def __init__(
         self,
@@ -214,7 +220,9 @@ class SparseProbing:
         zeta: float = 1.1,
         task_chunk: int = 8,
         random_state: int = 0,
+        collection: Collection | None = None,
     ):
+        self._init_collection(collection)
         self.lams = lams
         self.ks = ks
         self.random_ks = random_ks
@@ -240,17 +248,22 @@ class SparseProbing:
         pairs: Mapping[str, Sequence[MinimalPair]],
         store: ActivationStore | str | os.PathLike | None = None,
         layers: int | Sequence[int] | None = None,
-        batch_size: int = 32,
+        batch_size: int | None = None,
         progress: bool = True,
     ) -> SparseProbing:
-        """Extract EOS states (into ``store`` if given, reusing a finished one) and fit."""
+        """Read every task's sentences through the collection and fit (``layers`` and ``batch_size``, when
+        given, change the collection's). With ``store`` (a study's activation store) the EOS states go into
+        it, and a finished one is reused."""
+        if layers is not None or batch_size is not None:
+            self._init_collection(self.collection, layers=layers, batch_size=batch_size)
+        layers = None if self.layers is None else list(self.layers) if isinstance(self.layers, tuple) else self.layers
         if store is not None:
-            store = extract_to_store(model, pairs, store, layers, batch_size, progress)
+            store = extract_to_store(model, pairs, store, layers, self.batch_size, progress)
             return self.fit_store(store, tasks=list(pairs), progress=progress)
         data = {}
         for task, task_pairs in pairs.items():
             texts, labels, pair_index = sentences(task_pairs)
-            data[task] = (eos_states(model, texts, layers, batch_size), labels, pair_index)
+            data[task] = (self.collection.pooled(model, texts, progress=False), labels, pair_index)
         return self.fit_activations(data, progress=progress)
 
     def fit_store(
@@ -264,7 +277,7 @@ class SparseProbing:
         missing = [t for t in tasks if t not in keys]
         if missing:
             raise ValueError(f"unknown task(s) {missing}; the store has {keys}")
-        return self.fit_activations(_LazyTasks(store, tasks), progress=progress, checkpoint=checkpoint)
+        return self.fit_activations(store.as_mapping(tasks), progress=progress, checkpoint=checkpoint)
 
     # validation ---------------------------------------------------------------------------
     def _validate(self, d: int, n_layers: int) -> None:
@@ -514,10 +527,6 @@ class SparseProbing:
         self.cross_task_diff_: Float[Tensor, "task task"] = acc[0] - acc[1]
 
     # results ---------------------------------------------------------------------------------
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "mask_accuracy_"):
-            raise RuntimeError("this SparseProbing is not fitted yet; call fit(...) first")
-
     def task_index(self, task: str) -> int:
         self._check_fitted()
         if task not in self.tasks_:
@@ -558,19 +567,3 @@ _PARAMS = ("lams", "ks", "random_ks", "n_random", "top_fraction", "test_fraction
 _FITTED = ("tasks_", "n_layers_", "width_", "mask_accuracy_", "mask_density_", "gates_", "dense_accuracy_", "t_",
            "topk_accuracy_", "random_accuracy_", "top_reference_accuracy_", "spearman_", "splits_")
 _CROSS = ("cross_task_", "cross_task_dense_", "cross_task_diff_")
-
-
-class _LazyTasks(Mapping):
-    """A read-only mapping task -> (acts, labels, pair index) that reads each chunk from the store on demand."""
-
-    def __init__(self, store: ActivationStore, tasks: list[str]):
-        self.store, self.tasks = store, tasks
-
-    def __getitem__(self, task: str) -> TaskData:
-        return self.store.read(task)
-
-    def __iter__(self):
-        return iter(self.tasks)
-
-    def __len__(self) -> int:
-        return len(self.tasks)

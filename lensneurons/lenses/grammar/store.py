@@ -19,7 +19,7 @@ import io
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -118,5 +118,25 @@ class ActivationStore:
             raise ValueError(f"activation store {self.path} is not complete (interrupted or still being written)")
         return json.loads((self.path / _COMPLETE).read_text(encoding="utf-8"))["keys"]
 
+    def as_mapping(self, keys: Sequence[str]) -> Mapping[str, tuple[Tensor, Tensor, Tensor]]:
+        """A read-only mapping key -> (activations, labels, groups) that reads each chunk when it is asked for."""
+        return _Chunks(self, list(keys))
+
     def nbytes(self) -> int:
         return sum(p.stat().st_size for p in self.path.glob("*.pt"))
+
+
+class _Chunks(Mapping):
+    def __init__(self, store: ActivationStore, keys: list[str]):
+        self.store, self.keys_ = store, keys
+
+    def __getitem__(self, key: str) -> tuple[Tensor, Tensor, Tensor]:
+        if key not in self.keys_:
+            raise KeyError(key)
+        return self.store.read(key)
+
+    def __iter__(self):
+        return iter(self.keys_)
+
+    def __len__(self) -> int:
+        return len(self.keys_)

@@ -34,6 +34,7 @@ from lensneurons.lenses.knowledge.attribution import (
     mean_activations,
     right_padded,
 )
+from lensneurons.core.analysis import Analysis, Collection
 from lensneurons.core.models import HookedModel, weights_digest
 from lensneurons.core.neurons import NeuronSet
 from lensneurons.core.patching import NeuronEdit, patched, scale, zero
@@ -72,15 +73,22 @@ def refine(
     return per_prompt, NeuronSet(site, n_layers, width, torch.nonzero(shared).flatten())
 
 
-class KnowledgeNeurons:
+class KnowledgeNeurons(Analysis):
     """Find knowledge neurons by integrated gradients and refinement; evaluate them by editing.
 
     Parameters (paper values by default): steps (Riemann steps), t (per-prompt threshold), p (sharing
     percentage, in (0, 100]), baseline ("zero" or "mean": mean activation over `reference_texts` given to
     `fit`), scoring (multi-token answers, see `lensneurons.lenses.knowledge.attribution`), mode ("layer" or "neuron"),
-    alpha_power (> 1 concentrates steps near the baseline), layers (None: all).
+    alpha_power (> 1 concentrates steps near the baseline), layers (None: all), rows_per_batch (IG steps run
+    together, across layers), tolerance (completeness error that warns), random_state (the random targets of
+    `evaluate`). The units are the MLP neurons at the answer position (`collection.site`).
     Fitted attributes end in `_`.
     """
+
+    params = ("steps", "t", "p", "baseline", "scoring", "mode", "alpha_power", "rows_per_batch", "tolerance",
+              "random_state")
+    fitted = ("attributions_", "prompts_", "probs_", "completeness_errors_")
+    default_collection = Collection(site="mlp", pooling="last", batch_size=16, max_length=None)
 
     def __init__(
         self,
@@ -92,9 +100,16 @@ class KnowledgeNeurons:
         mode: str = "layer",
         alpha_power: float | int = 1.0,
         layers: Sequence[int] | None = None,
-        batch_size: int = 512,
+        rows_per_batch: int = 512,
         tolerance: float | int = 0.1,
+        random_state: int = 0,
+        collection: Collection | None = None,
+        batch_size: int | None = None,
     ):
+        if batch_size is not None:
+            warnings.warn("KnowledgeNeurons(batch_size=) is now rows_per_batch= (IG rows, not texts)",
+                          DeprecationWarning, stacklevel=2)
+            rows_per_batch = batch_size
         self.steps = steps
         self.t = t
         self.p = p
@@ -102,9 +117,10 @@ class KnowledgeNeurons:
         self.scoring = scoring
         self.mode = mode
         self.alpha_power = alpha_power
-        self.layers = layers
-        self.batch_size = batch_size
+        self.rows_per_batch = rows_per_batch
         self.tolerance = tolerance
+        self.random_state = random_state
+        self._init_collection(collection, layers=layers)
 
     # fitting -------------------------------------------------------------------------------------
     def fit(
@@ -127,7 +143,7 @@ class KnowledgeNeurons:
         if self.baseline == "mean":
             if not reference_texts:
                 raise ValueError("baseline='mean' needs reference_texts (texts to average each neuron over)")
-            table = mean_activations(model, reference_texts)
+            table = mean_activations(model, reference_texts, pooling=self.pooling, batch_size=self.batch_size)
         elif self.baseline == "zero":
             table = "zero"
         else:
@@ -150,7 +166,7 @@ class KnowledgeNeurons:
                     r = integrated_gradients(
                         model, prompt, answer, layers=self.layers, steps=self.steps, baseline=table,
                         scoring=self.scoring, mode=self.mode, alpha_power=self.alpha_power,
-                        batch_size=self.batch_size, tolerance=self.tolerance,
+                        batch_size=self.rows_per_batch, tolerance=self.tolerance,
                     )
                     saved = {"scores": r.scores, "completeness_error": r.completeness_error, "prob": float(r.prob)}
                     if cache is not None:
@@ -203,9 +219,9 @@ class KnowledgeNeurons:
                 if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
                     raise ValueError(f"concept {concept!r}: expected (prompt, answer) pairs, got {pair!r}")
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "neurons_"):
-            raise RuntimeError("this KnowledgeNeurons is not fitted yet; call fit(model, prompts) first")
+    def _load_fitted(self, fitted: dict) -> None:
+        super()._load_fitted(fitted)
+        self.fit_attributions(self.attributions_, self.prompts_)
 
     # editing -------------------------------------------------------------------------------------
     def edit(self, concept: str, kind: str) -> NeuronEdit:
@@ -225,7 +241,7 @@ class KnowledgeNeurons:
         concepts: Sequence[str] | None = None,
         unrelated: str | Sequence[tuple[str, str]] | None = None,
         n_random: int = 0,
-        random_state: int = 0,
+        random_state: int | None = None,
         edit_positions: str = "answer",
         progress: bool = True,
     ) -> list[dict]:
@@ -258,7 +274,7 @@ class KnowledgeNeurons:
             fixed = None
         if site_width(model, "mlp") != next(iter(self.neurons_.values())).width:
             raise ValueError("the model's MLP width differs from the one the neurons were found on")
-        rng = random.Random(random_state)
+        rng = random.Random(self.random_state if random_state is None else random_state)
         rows: list[dict] = []
         clean: dict[tuple[str, str], float] = {}
         for concept in tqdm(concepts, desc="editing", disable=not progress):

@@ -19,7 +19,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from lensneurons.core.activations import pooled_activations
+from lensneurons.core.analysis import Analysis, Collection
 from lensneurons.lenses.language.bleu import ReferenceSet
 from lensneurons.data.multilingual import LanguageTexts
 from lensneurons.core.generation import generate_from_bos
@@ -42,38 +42,34 @@ class SteeringConfig:
     threshold: float = 0.5  # fastText probability needed to count a text as in the target language
 
 
-class LanguageNeurons:
+class LanguageNeurons(Analysis):
     """Find language-specific neurons by average precision and steer generation with them.
 
-    Parameters are stored as given; `fit` does the work. Fitted attributes end in `_`.
+    `k`: size of each top and bottom set; `collection`: how texts are read (default: MLP neurons, mean over a
+    text's tokens with BOS, 16 texts per pass, 256 tokens); `site`, `pooling`, `batch_size` and `max_length`
+    may also be given one by one. Parameters are stored as given; `fit` does the work. Fitted attributes
+    end in `_`.
     """
+
+    params = ("k",)
+    fitted = ("languages_", "scores_", "medians_")
+    default_collection = Collection(site="mlp", pooling="mean", batch_size=16, max_length=256)
 
     def __init__(
         self,
         k: int = 1000,
-        site: str = "mlp",
-        pooling: str = "mean",
-        batch_size: int = 16,
-        max_length: int = 256,
+        site: str | None = None,
+        pooling: str | None = None,
+        batch_size: int | None = None,
+        max_length: int | None = None,
+        collection: Collection | None = None,
     ):
         self.k = k
-        self.site = site
-        self.pooling = pooling
-        self.batch_size = batch_size
-        self.max_length = max_length
+        self._init_collection(collection, site=site, pooling=pooling, batch_size=batch_size, max_length=max_length)
 
     # fitting -------------------------------------------------------------------------------
     def fit(self, model: HookedTransformer, data: LanguageTexts, progress: bool = True) -> LanguageNeurons:
-        acts = pooled_activations(
-            model,
-            data.texts,
-            site=self.site,
-            pooling=self.pooling,
-            batch_size=self.batch_size,
-            max_length=self.max_length,
-            progress=progress,
-        )
-        return self.fit_activations(acts, data)
+        return self.fit_activations(self.collection.pooled(model, data.texts, progress=progress), data)
 
     def fit_activations(self, acts: Float[Tensor, "text layer neuron"], data: LanguageTexts) -> LanguageNeurons:
         """Fit from pooled activations already collected for `data.texts` (in that order)."""
@@ -113,6 +109,9 @@ class LanguageNeurons:
         out._set_scores(scores.float(), medians.float(), languages)
         return out.drop_activations()
 
+    def _load_fitted(self, fitted: dict) -> None:
+        self._set_scores(fitted["scores_"], fitted["medians_"], fitted["languages_"])
+
     def _check_k(self, n_layers: int, width: int) -> None:
         if not 1 <= self.k <= n_layers * width // 2:
             raise ValueError(
@@ -130,10 +129,6 @@ class LanguageNeurons:
         self.top_ = {lang: self.neurons(lang, "top") for lang in self.languages_}
         self.bottom_ = {lang: self.neurons(lang, "bottom") for lang in self.languages_}
         self.middle_ = {lang: self.neurons(lang, "middle") for lang in self.languages_}
-
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "scores_"):
-            raise RuntimeError("this LanguageNeurons is not fitted yet; call fit(model, data) first")
 
     def _lang_index(self, lang: str) -> int:
         self._check_fitted()
