@@ -284,8 +284,8 @@ class CorpusNeurons(Analysis):
     def from_state_dict(cls, state: dict[str, Any], corpus: Corpus) -> CorpusNeurons:
         """A fitted CorpusNeurons rebuilt from `state_dict()` and the corpus it was fitted on."""
         params = dict(state["params"])
-        out = cls(**params, collection=Collection(**params.pop("collection")))
-        return out.load_state_dict(state, corpus)
+        collection = Collection(**params.pop("collection"))
+        return cls(**params, collection=collection).load_state_dict(state, corpus)
 
     def merge(self, other: CorpusNeurons) -> CorpusNeurons:
         """Fold another shard's fit (same parameters and corpus) into this one."""

@@ -208,6 +208,9 @@ class KnowledgeNeurons(Analysis):
             self.prompts_ = {c: list(v) for c, v in prompts.items()}
         return self
 
+    # the shared name of "fit from what was collected elsewhere": here, attribution tables
+    fit_activations = fit_attributions
+
     @staticmethod
     def _check_prompts(prompts: Prompts) -> None:
         if not prompts:
