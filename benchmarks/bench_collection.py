@@ -26,7 +26,7 @@ import time
 
 import torch
 
-from lensneurons.core.activations import length_batches, pool, pooled_activations, tokenize
+from lensneurons.core.activations import length_batches, pad_id, pool, pooled_activations, tokenize
 from lensneurons.core.models import load_model, toy_model
 from lensneurons.core.sites import hook_name
 
@@ -116,8 +116,8 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     token_ids = tokenize(model, texts)
     t_tok = time.perf_counter() - started
-    pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
-    batches = list(length_batches(token_ids, args.batch_size, pad_id, device=device))
+    pad = pad_id(model)
+    batches = list(length_batches(token_ids, args.batch_size, pad, device=device))
     n_tokens = sum(len(ids) for ids in token_ids)
     n_padded = sum(b.tokens.numel() for b in batches)
     lengths = sorted(len(ids) for ids in token_ids)
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     # warm-up on the widest batch (kernels, allocator), then the interleaved timed rounds
     saved, widest = (texts, batches), batches[0].ids.tolist()
     texts = [texts[i] for i in widest]
-    batches = list(length_batches([token_ids[i] for i in widest], args.batch_size, pad_id, device=device))
+    batches = list(length_batches([token_ids[i] for i in widest], args.batch_size, pad, device=device))
     for fn in methods.values():
         fn()
     texts, batches = saved

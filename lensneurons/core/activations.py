@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -19,8 +18,8 @@ from transformer_lens import HookedTransformer
 
 from lensneurons.core import distributed
 from lensneurons.core.sites import check_layers, hook_name, site_width
+from lensneurons.core.stats import Reducer, Stack
 
-Pooling = Literal["mean", "last", "max"]
 POOLINGS = ("mean", "last", "max")
 
 
@@ -57,10 +56,30 @@ def tokenize(
     return out
 
 
+def pad_id(model: HookedTransformer) -> int:
+    """The id that fills padded positions: the tokenizer's pad token, else 0 (padding is masked out or, on
+    the right of a causal LM's text, never seen, so its value does not matter)."""
+    pad = model.tokenizer.pad_token_id if model.tokenizer is not None else None
+    return 0 if pad is None else pad
+
+
+def right_pad(
+    token_ids: Sequence[Sequence[int]], pad: int, device: torch.device | str = "cpu"
+) -> tuple[Int[Tensor, "batch pos"], Bool[Tensor, "batch pos"]]:
+    """Texts' token ids as one right-padded batch, and the mask of real tokens."""
+    width = max(len(seq) for seq in token_ids)
+    tokens = torch.full((len(token_ids), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(token_ids), width), dtype=torch.bool)
+    for row, seq in enumerate(token_ids):
+        tokens[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
+        mask[row, : len(seq)] = True
+    return tokens.to(device), mask.to(device)
+
+
 def length_batches(
     token_ids: Sequence[Sequence[int]],
     batch_size: int,
-    pad_id: int,
+    pad: int,
     ids: Sequence[int] | None = None,
     device: torch.device | str = "cpu",
 ) -> Iterator[TokenBatch]:
@@ -71,14 +90,8 @@ def length_batches(
     order = sorted(range(len(token_ids)), key=lambda i: -len(token_ids[i]))
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        width = len(token_ids[chunk[0]])
-        tokens = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.bool)
-        for row, i in enumerate(chunk):
-            seq = token_ids[i]
-            tokens[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-            mask[row, : len(seq)] = True
-        yield TokenBatch(tokens.to(device), mask.to(device), torch.tensor([ids[i] for i in chunk], device=device))
+        tokens, mask = right_pad([token_ids[i] for i in chunk], pad, device)
+        yield TokenBatch(tokens, mask, torch.tensor([ids[i] for i in chunk], device=device))
 
 
 def pool(
@@ -141,7 +154,6 @@ def stream_pooled(
     if skip_first and any(len(ids) < 2 for ids in token_ids):
         raise ValueError("a text has no tokens besides BOS; drop empty texts or pool with include_bos=True")
     device = model.cfg.device
-    pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
 
     current: dict[str, Tensor] = {}
 
@@ -153,7 +165,7 @@ def stream_pooled(
 
     fwd_hooks = [(hook_name(site, layer), make_hook(slot)) for slot, layer in enumerate(layers)]
     bar = tqdm(total=len(own), desc=f"pooling {site} activations", unit="text", disable=not progress)
-    for batch in length_batches(token_ids, batch_size, pad_id, ids=own, device=device):
+    for batch in length_batches(token_ids, batch_size, pad_id(model), ids=own, device=device):
         current["mask"] = batch.mask
         if skip_first:
             current["mask"] = batch.mask.clone()
@@ -173,7 +185,7 @@ def stream_pooled(
     bar.close()
 
 
-def collect(model: HookedTransformer, texts: Sequence[str], reducers: Sequence, **kwargs) -> list:
+def collect(model: HookedTransformer, texts: Sequence[str], reducers: Sequence[Reducer], **kwargs) -> list[Reducer]:
     """Stream pooled activations of `texts` into `reducers` (each with `update(x, ids)`).
 
     Keyword arguments go to `stream_pooled`. Under `torchrun` every rank reduces its shard and the
@@ -181,16 +193,29 @@ def collect(model: HookedTransformer, texts: Sequence[str], reducers: Sequence, 
     """
     reducers = list(reducers)
     for ids, pooled in stream_pooled(model, texts, **kwargs):
-        for reducer in reducers:
-            reducer.update(pooled, ids)
+        _feed(reducers, pooled, ids)
     if distributed.is_active() and kwargs.get("shard") is None:
         reducers = [distributed.merge_across_ranks(r) for r in reducers]
     return reducers
 
 
+def reduce_rows(
+    x: Float[Tensor, "text *neuron"], reducers: Sequence[Reducer], batch_size: int = 256
+) -> list[Reducer]:
+    """Feed rows already in memory (one per text, ids 0..n-1) to `reducers` in batches, as `collect` would."""
+    reducers = list(reducers)
+    for start in range(0, x.shape[0], batch_size):
+        ids = torch.arange(start, min(start + batch_size, x.shape[0]))
+        _feed(reducers, x[ids], ids)
+    return reducers
+
+
+def _feed(reducers: list, x: Tensor, ids: Tensor) -> None:
+    for reducer in reducers:
+        reducer.update(x, ids)
+
+
 def pooled_activations(model: HookedTransformer, texts: Sequence[str], **kwargs) -> Float[Tensor, "text layer neuron"]:
     """All texts' pooled activations as one tensor (text order preserved). See `stream_pooled`."""
-    from lensneurons.core.stats import Stack
-
     (stack,) = collect(model, texts, [Stack()], **kwargs)
     return stack.values

@@ -31,6 +31,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
+from lensneurons.core.activations import reduce_rows
 from lensneurons.core.analysis import Analysis, Collection
 from lensneurons.data.corpora import Corpus
 from lensneurons.core.sites import check_layers, check_site
@@ -237,11 +238,7 @@ class CorpusNeurons(Analysis):
         layers = list(range(acts.shape[1])) if self.layers is None else list(self.layers)
         if len(layers) != acts.shape[1]:
             raise ValueError(f"layers {layers} do not match the {acts.shape[1]} layers of the activations")
-        topk, sample = self._reducers(len(corpus))
-        for start in range(0, acts.shape[0], batch_size):
-            ids = torch.arange(start, min(start + batch_size, acts.shape[0]))
-            topk.update(acts[ids], ids)
-            sample.update(acts[ids], ids)
+        topk, sample = reduce_rows(acts, self._reducers(len(corpus)), batch_size)
         return self._finish(topk, sample, corpus, layers)
 
     def _finish(self, topk: TopK, sample: _SampleRows, corpus: Corpus, layers: list[int]) -> CorpusNeurons:

@@ -19,22 +19,14 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
-from lensneurons.core.activations import tokenize
+from lensneurons.core.activations import pad_id, right_pad, tokenize
 
 PARAM_SETS = ("all", "blocks")
 OPTIMIZERS = ("adamw", "sgd")
 
 
 def _padded(model: HookedTransformer, texts: list[str], max_length: int) -> tuple[Int[Tensor, "batch pos"], Bool[Tensor, "batch pos"]]:
-    ids = tokenize(model, texts, max_length=max_length)
-    width = max(len(t) for t in ids)
-    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
-    tokens = torch.full((len(ids), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(ids), width), dtype=torch.bool)
-    for row, seq in enumerate(ids):
-        tokens[row, : len(seq)] = torch.tensor(seq)
-        mask[row, : len(seq)] = True
-    return tokens.to(model.cfg.device), mask.to(model.cfg.device)
+    return right_pad(tokenize(model, texts, max_length=max_length), pad_id(model), model.cfg.device)
 
 
 def _batch_loss(model: HookedTransformer, tokens: Int[Tensor, "batch pos"], mask: Bool[Tensor, "batch pos"]) -> tuple[Tensor, Tensor]:

@@ -51,7 +51,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedEncoder
 
-from lensneurons.core.activations import collect, tokenize
+from lensneurons.core.activations import collect, pad_id, right_pad, tokenize
 from lensneurons.core.models import HookedModel
 from lensneurons.core.sites import check_layers, get_act_name, hook_name, site_width
 from lensneurons.core.stats import MeanVar
@@ -98,10 +98,6 @@ class Attribution:
     steps: int
     mode: str
 
-    @property
-    def layer_sums(self) -> Float[Tensor, "layer"]:
-        return self.scores.sum(-1)
-
 
 # inputs ---------------------------------------------------------------------------------------
 
@@ -134,11 +130,7 @@ def right_padded(model: HookedModel, queries: Sequence[Query]) -> Int[Tensor, "b
     reach it, so each row's positions see what they see alone (a masked LM would need an attention mask)."""
     if not queries:
         raise ValueError("no queries to batch")
-    width = max(q.tokens.shape[1] for q in queries)
-    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
-    tokens = torch.full((len(queries), width), pad, dtype=torch.long, device=model.cfg.device)
-    for row, q in enumerate(queries):
-        tokens[row, : q.tokens.shape[1]] = q.tokens[0]
+    tokens, _ = right_pad([q.tokens[0].tolist() for q in queries], pad_id(model), model.cfg.device)
     return tokens
 
 

@@ -20,26 +20,29 @@ from __future__ import annotations
 
 import random
 import time
-from collections import Counter
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 from transformer_lens import HookedEncoder
 
 from lensneurons.lenses.knowledge.figures import change_histograms, concept_bars, layer_bar, pos_histograms
-from lensneurons.lenses.knowledge.analysis import KnowledgeNeurons, pos_group, summarise
-from lensneurons.lenses.knowledge.attribution import answer_logits, batch_answer_logits, encode, final_resid, right_padded
+from lensneurons.lenses.knowledge.analysis import KnowledgeNeurons, summarise
+from lensneurons.lenses.knowledge.facts import (  # noqa: F401 (top1_correct, distribution: their old home)
+    Prompts,
+    concept_pos,
+    default_unrelated,
+    distribution,
+    resolve_baseline,
+    resolve_scoring,
+    select_facts,
+    top1_correct,
+)
 from lensneurons.core.models import HookedModel, weights_digest
 from lensneurons.core.results import ResultsFolder, fingerprint
 from lensneurons.core.study import Study, StudyConfig, param
-
-Prompts = Mapping[str, Sequence[tuple[str, str]]]
-
 
 @dataclass
 class KnowledgeNeuronsConfig(StudyConfig):
@@ -94,98 +97,9 @@ def candidate_prompts(cfg: RunConfig, mask_token: str | None = None) -> dict[str
     return {k: prompts[k][: cfg.max_prompts] for k in keys}
 
 
-def top1_correct(model: HookedModel, pairs: Sequence[tuple[str, str | int]]) -> list[bool]:
-    """For each (prompt, answer): whether the answer's first token is the model's most likely token after the
-    prompt (at the mask). A causal LM scores all prompts in one right-padded batch."""
-    queries = [encode(model, p, a, "first") for p, a in pairs]
-    if not queries:
-        return []
-    with torch.no_grad():
-        if isinstance(model, HookedEncoder):  # padding would need an attention mask: one prompt at a time
-            return [int(answer_logits(model, final_resid(model, q.tokens), q)[0, 0].argmax()) == int(q.targets[0])
-                    for q in queries]
-        logits, _, targets = batch_answer_logits(model, final_resid(model, right_padded(model, queries)), queries)
-    return (logits.argmax(-1).cpu() == targets).tolist()
-
-
-def resolve_scoring(model: HookedModel, scoring: str) -> str:
-    if scoring == "auto":
-        return "single" if isinstance(model, HookedEncoder) else "joint"
-    return scoring
-
-
-def is_single_token(model: HookedModel, answer: str) -> bool:
-    return len(model.tokenizer(answer, add_special_tokens=False)["input_ids"]) == 1
-
-
-def select(model: HookedModel, candidates: Prompts, cfg: RunConfig, progress: bool = False) -> tuple[dict, int]:
-    """The first `n_concepts` candidates answered correctly often enough; also how many were tried.
-    With single-token scoring, concepts whose answer is several tokens are passed over (not counted)."""
-    single = resolve_scoring(model, cfg.scoring) == "single"
-    kept, tried = {}, 0
-    bar = tqdm(total=cfg.n_concepts, desc="selecting facts", unit="fact", disable=not progress)
-    for concept, pairs in candidates.items():
-        if len(kept) >= cfg.n_concepts:
-            break
-        if single and not all(is_single_token(model, a) for _, a in pairs):
-            continue
-        tried += 1
-        correct = top1_correct(model, pairs)
-        if sum(correct) >= cfg.min_correct * len(pairs) and len(pairs) >= 2:
-            kept[concept] = list(pairs)
-            bar.update()
-        bar.set_postfix(tried=tried, refresh=False)
-    bar.close()
-    return kept, tried
-
-
-def relation_of(concept: str) -> str:
-    """The PARAREL relation of a concept key ("P36:Japan -> Tokyo" → "P36"); other keys are their own group."""
-    return concept.split(":", 1)[0] if ":" in concept else concept
-
-
-def distribution(rows: Sequence[Mapping]) -> list[dict]:
-    """Quartiles, range and share below 0 of the relative change (%) over prompts, per edit and target;
-    the random targets also split by whether the other concept shares the edited concept's relation."""
-    groups: dict[tuple[str, str], list[float]] = {}
-    for r in rows:
-        targets = [r["target"]]
-        if r["target"] == "random":
-            same = relation_of(r["target_concept"]) == relation_of(r["concept"])
-            targets.append("random, same relation" if same else "random, other relation")
-        for target in targets:
-            groups.setdefault((r["edit"], target), []).append(100 * r["relative_change"])
-    out = []
-    for (edit, target), values in sorted(groups.items()):
-        v = np.asarray(values, dtype=float)
-        v = v[~np.isnan(v)]
-        q1, median, q3 = np.percentile(v, [25, 50, 75]) if len(v) else (np.nan,) * 3
-        out.append({"edit": edit, "target": target, "n": len(v), "q1": q1, "median": median, "q3": q3,
-                    "min": v.min() if len(v) else np.nan, "max": v.max() if len(v) else np.nan,
-                    "share_below_0": float((v < 0).mean()) if len(v) else np.nan})
-    return out
-
-
-def default_unrelated(concepts: Mapping[str, object]) -> str:
-    """The fixed unrelated concept: one from the relation with the fewest concepts (the last such).
-
-    PARAREL keys are "relation:subject -> object"; a concept of another relation is the paper's
-    intent ("london" for ConceptNet concepts), and the rarest relation shares it with the fewest
-    concepts. Keys without a relation prefix (LAMA) each count as their own group.
-    """
-    if not concepts:
-        raise ValueError("no concepts to choose an unrelated one from")
-    relation = {c: relation_of(c) for c in concepts}
-    size = Counter(relation.values())
-    return min(reversed(list(concepts)), key=lambda c: size[relation[c]])
-
-
-def resolve_baseline(model: HookedModel, baseline: str) -> str:
-    if baseline == "auto":
-        return "mean" if getattr(model.cfg, "use_normalization_before_and_after", False) else "zero"
-    if baseline not in ("zero", "mean"):
-        raise ValueError(f"unknown baseline {baseline!r}; expected auto, zero or mean")
-    return baseline
+def select(model: HookedModel, candidates: Prompts, cfg: KnowledgeNeuronsConfig, progress: bool = False) -> tuple[dict, int]:
+    """`select_facts` with the configuration's n_concepts, min_correct and scoring."""
+    return select_facts(model, candidates, cfg.n_concepts, cfg.min_correct, cfg.scoring, progress)
 
 
 def run(
@@ -244,20 +158,6 @@ def run(
     folder.json("timings.json", timings)
     return {"out": str(folder.path), "summary": summary, "n_kept": len(kept), "n_tried": tried,
             "baseline": baseline, "timings": timings}
-
-
-def concept_pos(prompts: Prompts, mask_token: str | None = None) -> dict[str, str]:
-    """Part-of-speech group of each concept's answer in its first prompt (`pos_group`); "unknown" when
-    NLTK's tagger data are missing."""
-    out = {}
-    for concept, pairs in prompts.items():
-        prompt, answer = pairs[0]
-        text = prompt.replace(mask_token, answer) if mask_token and mask_token in prompt else prompt + answer
-        try:
-            out[concept] = pos_group(text, answer.strip())
-        except LookupError:
-            out[concept] = "unknown"
-    return out
 
 
 def report(result: dict) -> str:

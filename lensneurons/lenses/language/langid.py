@@ -17,11 +17,3 @@ def identify(texts: Sequence[str]) -> list[tuple[str, float]]:
         best = detect(flat, model="lite", k=1)[0]
         out.append((best["lang"], float(best["score"])))
     return out
-
-
-def target_rate(texts: Sequence[str], lang: str, threshold: float = 0.5) -> float:
-    """Share of texts identified as `lang` with probability above `threshold` (the paper's criterion)."""
-    if not texts:
-        raise ValueError("no texts to score")
-    hits = [code == lang and score > threshold for code, score in identify(texts)]
-    return sum(hits) / len(hits)
