@@ -8,7 +8,7 @@ OUT    ?= results/demo
 # Real datasets (see ../shared/data/README.md); override to point elsewhere.
 export LENSNEURONS_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: demo test test-fast bench reproduce-L results-docs install clean
+.PHONY: demo test test-fast bench reproduce-L results-docs tutorials install clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -n 2 -m "not real_model and not slow"
+
+# Re-run the tutorials at their small size and save them with their outputs (about 20 min on 2 cores).
+tutorials: $(STAMP)
+	$(PY) tutorials/execute.py
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run_all
