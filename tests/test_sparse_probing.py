@@ -268,7 +268,7 @@ def test_eos_states_equal_resid_post_at_appended_eos():
 
 
 def test_extract_to_store_resumes(tmp_path, monkeypatch):
-    import lensneurons.lenses.grammar.analysis as sp_mod
+    import lensneurons.lenses.grammar.extraction as sp_mod
 
     model = toy_model(attn_only=True, n_layers=2, d_model=16)
     pairs = {"t1": _pairs("t1", 3), "t2": _pairs("t2", 4)}
@@ -519,9 +519,10 @@ def test_pipeline_writes_tables_and_figures_and_reuses_the_store(tmp_path, monke
     assert ActivationStore(out / "activations", config={**pipe.store_config(model, [0, 1]), "n_pairs": None}).is_complete(
         ["t_one", "t_two"])
     import lensneurons.lenses.grammar.analysis as sp_mod
+    import lensneurons.lenses.grammar.extraction as extraction
 
     calls = []
-    monkeypatch.setattr(sp_mod, "eos_states", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(extraction, "eos_states", lambda *a, **k: calls.append(1))
     monkeypatch.setattr(sp_mod.SparseProbing, "fit_activations", lambda *a, **k: calls.append(2))
     first_table = (out / "per_layer.csv").read_text()
     pipe.run(model, cfg, out, progress=False)

@@ -79,7 +79,7 @@ def right_pad(
 def length_batches(
     token_ids: Sequence[Sequence[int]],
     batch_size: int,
-    pad: int,
+    pad_id: int,
     ids: Sequence[int] | None = None,
     device: torch.device | str = "cpu",
 ) -> Iterator[TokenBatch]:
@@ -90,7 +90,7 @@ def length_batches(
     order = sorted(range(len(token_ids)), key=lambda i: -len(token_ids[i]))
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        tokens, mask = right_pad([token_ids[i] for i in chunk], pad, device)
+        tokens, mask = right_pad([token_ids[i] for i in chunk], pad_id, device)
         yield TokenBatch(tokens, mask, torch.tensor([ids[i] for i in chunk], device=device))
 
 

@@ -78,7 +78,9 @@ def _flag_options(f: dataclasses.Field, tp: Any, default: Any) -> dict[str, Any]
         (item,) = typing.get_args(inner)[:1]
         options.update(nargs="*", type=item, metavar=item.__name__.upper())
     elif inner in (int, float, str):
-        options.update(type=inner, metavar=inner.__name__.upper())
+        options["type"] = inner
+        if "choices" not in options:  # argparse lists the choices in place of a metavar
+            options["metavar"] = inner.__name__.upper()
     else:
         raise TypeError(f"config field {f.name!r} has a type the command line cannot parse: {tp}")
     return options

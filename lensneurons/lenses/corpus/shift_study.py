@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import ClassVar, Optional
 
 import numpy as np
 from transformer_lens import HookedTransformer
@@ -48,6 +48,8 @@ class FinetuneShiftConfig(StudyConfig):
     layers: list[int] | None = param(None, "layers whose neurons form the vector (none: all)")
     max_length: int = param(128, "tokens kept per sentence")
     random_state: int = param(0, "seed of the groups and the fine-tune", flags=("--seed",))
+
+    presets: ClassVar[dict] = {"default": {}}
 
 
 RunConfig = FinetuneShiftConfig
@@ -219,3 +221,6 @@ def report(result: dict) -> str:
 
 STUDY = Study("finetune-shift", "how far each sentence's neuron vector moves under a short fine-tune",
               FinetuneShiftConfig, run, prepare=prepare, report=report, data_keyword="corpus")
+
+# the entry points of the hand-written command line this module had before the Study frame
+add_arguments, main = STUDY.add_arguments, STUDY.main

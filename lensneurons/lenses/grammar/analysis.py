@@ -32,15 +32,13 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
-from lensneurons.core.activations import pooled_activations
 from lensneurons.data.blimp import MinimalPair, sentences
-from lensneurons.core.models import weights_digest
 from lensneurons.core.neurons import NeuronSet
 from lensneurons.lenses.grammar.probes import HardConcrete, ProbeFit, check_lams, subset_probe_accuracies, train_probes
 from lensneurons.core.analysis import Analysis, Collection
 from lensneurons.core.results import Checkpoint
-from lensneurons.core.sites import check_layers
 from lensneurons.core.stats import welch_t
+from lensneurons.lenses.grammar.extraction import eos_states, extract_to_store, store_config  # noqa: F401 (re-exported)
 from lensneurons.lenses.grammar.store import ActivationStore
 
 __all__ = [
@@ -55,64 +53,6 @@ __all__ = [
 ]
 
 TaskData = tuple[Tensor, Tensor, Tensor]  # (acts text×layer×neuron, labels, pair index)
-
-
-# --------------------------------------------------------------------------- activations
-
-
-def eos_states(
-    model: HookedTransformer,
-    texts: Sequence[str],
-    layers: int | Sequence[int] | None = None,
-    batch_size: int = 32,
-    max_length: int | None = None,
-    progress: bool = False,
-) -> Float[Tensor, "text layer neuron"]:
-    """``blocks.{l}.hook_resid_post`` at an EOS token appended to each text, for every requested layer."""
-    return pooled_activations(
-        model, list(texts), site="resid", layers=layers, pooling="last", append_eos=True,
-        batch_size=batch_size, max_length=max_length, progress=progress,
-    )
-
-
-def store_config(model: HookedTransformer, layers: Sequence[int]) -> dict:
-    return {
-        "kind": "eos_resid_post", "model": model.cfg.model_name, "weights": weights_digest(model),
-        "layers": list(layers), "d_model": model.cfg.d_model,
-    }
-
-
-def extract_to_store(
-    model: HookedTransformer,
-    pairs: Mapping[str, Sequence[MinimalPair]],
-    store: ActivationStore | str | os.PathLike,
-    layers: int | Sequence[int] | None = None,
-    batch_size: int = 32,
-    progress: bool = True,
-) -> ActivationStore:
-    """EOS states of every task's sentences into ``store`` (one chunk per task), skipping finished tasks.
-
-    The store is marked complete after the last task; an interrupted run resumes where it stopped.
-    """
-    layers = check_layers(model, layers)
-    if not isinstance(store, ActivationStore):
-        store = ActivationStore(store, config=store_config(model, layers))
-    tasks = list(pairs)
-    for task in tqdm(tasks, desc="EOS states", unit="task", disable=not progress):
-        if store.has(task):
-            n_stored = store.read(task)[1].shape[0]
-            if n_stored != 2 * len(pairs[task]):
-                raise ValueError(
-                    f"activation store {store.path} holds {n_stored // 2} pairs of task {task!r} but "
-                    f"{len(pairs[task])} were asked for; use another store folder"
-                )
-            continue
-        texts, labels, pair_index = sentences(pairs[task])
-        acts = eos_states(model, texts, layers=layers, batch_size=batch_size)
-        store.write(task, acts, labels, pair_index)
-    if not store.is_complete(tasks):
-        store.mark_complete(tasks)
-    return store
 
 
 # --------------------------------------------------------------------------- helpers

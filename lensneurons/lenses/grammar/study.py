@@ -26,7 +26,8 @@ from lensneurons.core.results import ResultsFolder, fingerprint
 from lensneurons.core.sites import check_layers
 from lensneurons.core.study import Study, StudyConfig, param
 from lensneurons.data.blimp import MinimalPair, load_blimp
-from lensneurons.lenses.grammar.analysis import SparseProbing, extract_to_store, store_config
+from lensneurons.lenses.grammar.analysis import SparseProbing
+from lensneurons.lenses.grammar.extraction import extract_to_store, store_config
 from lensneurons.lenses.grammar.figures import cross_task_figure, mask_figure, random_figure, spearman_figure, topk_figure
 from lensneurons.lenses.grammar.store import ActivationStore
 
@@ -171,3 +172,6 @@ def report(result: dict) -> str:
 
 STUDY = Study("sparse-probing", "sparse probing of grammaticality on BLiMP: L0 mask and Welch-t top-k probes",
               SparseProbingConfig, run, prepare=load_pairs, report=report, data_keyword="pairs")
+
+# the entry points of the hand-written command line this module had before the Study frame
+add_arguments, main = STUDY.add_arguments, STUDY.main

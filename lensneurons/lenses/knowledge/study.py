@@ -49,7 +49,7 @@ class KnowledgeNeuronsConfig(StudyConfig):
     model: str = param("gemma-3-270m", "embedded model or any TransformerLens name (BERT names: masked-LM prompts)")
     data: str = param("pararel", "facts: PARAREL relations or LAMA ConceptNet concepts", choices=("pararel", "lama"))
     relations: list[str] | None = param(None, "PARAREL relations, e.g. P36 P103 (none: all)")
-    n_concepts: int = param(20, "facts / concepts kept (answered correctly), drawn in seeded random order")
+    n_concepts: int = param(200, "facts / concepts kept (answered correctly), drawn in seeded random order")
     max_prompts: int = param(8, "prompts per concept (the first ones)")
     min_correct: float = param(0.5, "fraction of a concept's prompts the model must answer correctly (top-1)")
     steps: int = param(20, "Riemann steps of integrated gradients")
@@ -66,8 +66,7 @@ class KnowledgeNeuronsConfig(StudyConfig):
     random_state: int = param(0, "seed of the concept order and the random targets", flags=("--seed",))
     lama_path: str | None = param(None, "LAMA ConceptNet file (none: under the data directory)")
 
-    presets: ClassVar[dict] = {"paper": dict(n_concepts=200),
-                               "demo": dict(n_concepts=4, max_prompts=4, steps=8, n_random=1)}
+    presets: ClassVar[dict] = {"paper": {}, "demo": dict(n_concepts=4, max_prompts=4, steps=8, n_random=1)}
 
 
 RunConfig = KnowledgeNeuronsConfig
@@ -174,3 +173,6 @@ def report(result: dict) -> str:
 
 STUDY = Study("knowledge-neurons", "knowledge neurons: integrated gradients, refinement, suppress/amplify",
               KnowledgeNeuronsConfig, run, report=report, data_keyword="prompts")
+
+# the entry points of the hand-written command line this module had before the Study frame
+add_arguments, main = STUDY.add_arguments, STUDY.main

@@ -189,3 +189,6 @@ def report(result: dict) -> str:
 
 STUDY = Study("language-neurons", "language-specific neurons and steering (Kojima et al. 2024)",
               LanguageNeuronsConfig, run, prepare=load_texts, report=report)
+
+# the entry points of the hand-written command line this module had before the Study frame
+add_arguments, main = STUDY.add_arguments, STUDY.main
