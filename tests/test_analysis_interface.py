@@ -76,6 +76,12 @@ def test_language_neurons_round_trip(model):
     assert torch.equal(back.scores_, ln.scores_) and torch.equal(back.medians_, ln.medians_)
     for lang in ("en", "fr"):
         assert back.neurons(lang, "both") == ln.neurons(lang, "both")
+    table = ln.to_frame()
+    assert list(table.columns) == ["lang", "group", "layer", "neuron", "ap", "median", "mean_difference"]
+    assert len(table) == 2 * 2 * 3 and set(table.group) == {"top", "bottom"}
+    en_top = table[(table.lang == "en") & (table.group == "top")]
+    assert list(zip(en_top.layer, en_top.neuron)) == list(ln.neurons("en", "top"))
+    assert en_top.ap.tolist() == [round(float(ln.scores_[0, l, j]), 6) for l, j in ln.neurons("en", "top")]
     with pytest.raises(ValueError, match="not a LanguageNeurons"):
         LanguageNeurons.from_state_dict({**ln.state_dict(), "kind": "CorpusNeurons"})
 
@@ -89,6 +95,10 @@ def test_knowledge_neurons_round_trip(model):
         assert back.neurons_[c] == kn.neurons_[c]
         assert torch.equal(back.attributions_[c], kn.attributions_[c])
     assert back.evaluate(model, progress=False) == kn.evaluate(model, progress=False)
+    table = kn.to_frame()
+    assert len(table) == sum(len(s) for s in kn.neurons_.values())
+    first = table.iloc[0]
+    assert first.attribution == pytest.approx(float(kn.attributions_[first.concept].mean(0)[first.layer, first.neuron]))
 
 
 def test_sparse_probing_round_trip(model):
@@ -99,6 +109,8 @@ def test_sparse_probing_round_trip(model):
     back = SparseProbing.from_state_dict(_saved(sp.state_dict()))
     assert torch.equal(back.mask_accuracy_, sp.mask_accuracy_) and torch.equal(back.cross_task_, sp.cross_task_)
     assert back.neurons("t_a", 0.2) == sp.neurons("t_a", 0.2)
+    table = sp.to_frame()
+    assert len(table) == 2 * len(sp.lams_) * 2 and set(table.task) == {"t_a", "t_b"}
 
 
 def test_corpus_neurons_round_trip_and_refusals(model):
@@ -107,8 +119,24 @@ def test_corpus_neurons_round_trip_and_refusals(model):
     state = _saved(cn.state_dict())
     back = CorpusNeurons.from_state_dict(state, corpus)
     assert torch.equal(back.top_ids_, cn.top_ids_) and torch.equal(back.top_values_, cn.top_values_)
+    table = cn.to_frame()
+    assert len(table) == 2 * 16 * 3 and list(table.columns)[-1] == "text"
+    row = table.iloc[0]
+    assert row.text == corpus.texts[row.sentence] and row.sentence == int(cn.top_ids_[0, 0, 0])
     with pytest.raises(ValueError, match="other parameters.*k"):
         CorpusNeurons(k=4, layers=[0, 1], n_sample=4).load_state_dict(state, corpus)
     reversed_corpus = Corpus(corpus.texts[::-1], {"label": corpus.metadata["label"][::-1]})
     with pytest.raises(ValueError, match="another corpus"):
         CorpusNeurons.from_state_dict(state, reversed_corpus)
+
+
+def test_neuron_sets_and_attributions_as_tables(model):
+    from lensneurons.core.neurons import NeuronSet
+    from lensneurons.lenses.knowledge.attribution import integrated_gradients
+
+    s = NeuronSet.from_pairs("mlp", 2, 20, torch.tensor([1, 0]), torch.tensor([3, 7]))
+    assert s.to_frame().values.tolist() == [["mlp", 0, 7], ["mlp", 1, 3]]
+    a = integrated_gradients(model, "one two", " three", layers=[1], steps=3, warn=False)
+    table = a.to_frame()
+    assert len(table) == 20 and set(table.layer) == {1}
+    assert table.attribution.tolist() == a.scores[1].tolist()

@@ -19,7 +19,7 @@ from transformer_lens import HookedTransformer
 
 from lensneurons.core.activations import collect, pooled_activations
 
-__all__ = ["Collection", "Analysis", "NotFittedError"]
+__all__ = ["Collection", "Analysis", "NotFittedError", "frame"]
 
 
 @dataclass(frozen=True)
@@ -130,6 +130,22 @@ class Analysis:
     def _load_fitted(self, fitted: dict[str, Any]) -> None:
         for name, value in fitted.items():
             setattr(self, name, value)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The fitted results as table rows (one dict a row); what `to_frame` and the study's CSV hold."""
+        raise NotImplementedError
+
+    def to_frame(self):
+        """`rows()` as a pandas DataFrame."""
+        self._check_fitted()
+        return frame(self.rows())
+
+
+def frame(rows: Sequence[dict]):
+    """A pandas DataFrame of `rows` (pandas is imported only when a table is asked for)."""
+    import pandas as pd
+
+    return pd.DataFrame(list(rows))
 
 
 def _plain(value: Any) -> Any:

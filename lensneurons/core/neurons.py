@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,6 +12,20 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from lensneurons.core.sites import check_site
+
+
+class TiedScoresWarning(UserWarning):
+    """Equal scores straddle a top-k cut: which of them are in the set depends on the tie-break."""
+
+
+def _warn_on_ties(scores: Tensor, order: Tensor, k: int, broken_by: str) -> None:
+    if k >= len(order):
+        return
+    cut = scores[order[k - 1]]
+    if scores[order[k]] == cut:
+        n_tied, n_in = int((scores == cut).sum()), int((scores[order[:k]] == cut).sum())
+        warnings.warn(f"{n_tied} units share the score {float(cut):.6g} at the top-{k} cut; {n_in} of them are "
+                      f"in the set, chosen by {broken_by}", TiedScoresWarning, stacklevel=3)
 
 
 @dataclass(frozen=True)
@@ -52,13 +67,47 @@ class NeuronSet:
         return cls(site, n_layers, width, layers.long() * width + indices.long())
 
     @classmethod
-    def top_k(cls, site: str, scores: Float[Tensor, "layer neuron"], k: int, largest: bool = True) -> NeuronSet:
-        """The k highest- (or lowest-) scoring neurons of a per-layer score table."""
-        n_layers, width = scores.shape
+    def top_k(
+        cls,
+        site: str,
+        scores: Float[Tensor, "layer neuron"],
+        k: int,
+        largest: bool = True,
+        layers: Sequence[int] | None = None,
+        n_layers: int | None = None,
+        tiebreak: Float[Tensor, "layer neuron"] | None = None,
+    ) -> NeuronSet:
+        """The k highest- (or lowest-) scoring neurons of a per-layer score table.
+
+        NaN scores are refused. Row r of `scores` is model layer `layers[r]` (default: row r is layer r) of a
+        model with `n_layers` layers (default: the rows' largest layer + 1), so a table of some layers gives
+        a set numbered by the model's layers. Equal scores are ordered by `tiebreak` (in the same direction:
+        larger first for `largest`), then by lower layer and index; when equal scores straddle the cut a
+        `TiedScoresWarning` says how many there are and what broke the tie.
+        """
+        if torch.isnan(scores).any() or (tiebreak is not None and torch.isnan(tiebreak).any()):
+            raise ValueError("scores contain NaN: a NaN has no rank; drop or fill those neurons first")
+        rows, width = scores.shape
+        layers = list(range(rows)) if layers is None else [int(layer) for layer in layers]
+        if len(layers) != rows:
+            raise ValueError(f"layers names {len(layers)} model layers but scores have {rows} rows")
+        n_layers = max(layers) + 1 if n_layers is None else n_layers
+        if min(layers) < 0 or max(layers) >= n_layers:
+            raise ValueError(f"layers {layers} are out of range for a model of {n_layers} layers")
         if not 1 <= k <= scores.numel():
             raise ValueError(f"k must be in 1..{scores.numel()} (the number of neurons), got {k}")
-        flat = torch.topk(scores.flatten(), k, largest=largest).indices
-        return cls(site, n_layers, width, flat)
+        sign = -1.0 if largest else 1.0
+        flat_scores = scores.flatten().double()
+        order = torch.arange(flat_scores.numel())
+        if tiebreak is not None:  # stable sorts: the last key sorted is the first key of the order
+            if tiebreak.shape != scores.shape:
+                raise ValueError(f"tiebreak has shape {tuple(tiebreak.shape)}, scores {tuple(scores.shape)}")
+            order = order[torch.sort(sign * tiebreak.flatten().double(), stable=True).indices]
+        order = order[torch.sort(sign * flat_scores[order], stable=True).indices]
+        _warn_on_ties(flat_scores, order, k, "the tiebreak key" if tiebreak is not None else "layer and index")
+        order = order[:k]
+        model_layer = torch.as_tensor(layers)[order // width]
+        return cls(site, n_layers, width, model_layer * width + order % width)
 
     # views ----------------------------------------------------------------------------------
     @property
@@ -124,6 +173,13 @@ class NeuronSet:
         return NeuronSet(*self._shape, self.flat[~torch.isin(self.flat, other.flat)])
 
     # persistence ----------------------------------------------------------------------------
+    def to_frame(self):
+        """One row per neuron: site, layer, neuron (a pandas DataFrame)."""
+        import pandas as pd
+
+        return pd.DataFrame({"site": self.site, "layer": self.layers.tolist(), "neuron": self.indices.tolist()},
+                            columns=["site", "layer", "neuron"])
+
     def to_dict(self) -> dict:
         return {
             "site": self.site,

@@ -296,6 +296,17 @@ class CorpusNeurons(Analysis):
         self.sample_.merge(other.sample_)
         return self._finish(self.topk_, self.sample_, self.corpus_, self.layers_)
 
+    def rows(self, n: int = 10) -> list[dict]:
+        """Each neuron's n best sentences: layer, neuron, rank, sentence id, activation and text."""
+        self._check_fitted()
+        return [
+            {"layer": layer, "neuron": j, "rank": r, "sentence": int(self.top_ids_[r, s, j]),
+             "activation": round(float(self.top_values_[r, s, j]), 6),
+             "text": self.corpus_.texts[int(self.top_ids_[r, s, j])]}
+            for s, layer in enumerate(self.layers_) for j in range(self.width_)
+            for r in range(min(n, self.top_ids_.shape[0]))
+        ]
+
     def _slot(self, layer: int) -> int:
         self._check_fitted()
         if layer not in self.layers_:

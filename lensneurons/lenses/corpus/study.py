@@ -119,11 +119,7 @@ def run(
     timings["top_k_pass_s"] = round(time.time() - started, 2)
     timings["sentences_per_s"] = round(len(corpus) / max(timings["top_k_pass_s"], 1e-9), 3)
     folder.tensor("top_sentences.pt", {"layers": cn.layers_, "values": cn.top_values_, "ids": cn.top_ids_})
-    folder.csv("top_sentences.csv", [
-        {"layer": layer, "neuron": j, "rank": r, "sentence": int(cn.top_ids_[r, s, j]),
-         "activation": round(float(cn.top_values_[r, s, j]), 6)}
-        for s, layer in enumerate(cn.layers_) for j in range(cn.width_) for r in range(min(10, cn.top_ids_.shape[0]))
-    ])
+    folder.csv("top_sentences.csv", [{k: v for k, v in row.items() if k != "text"} for row in cn.rows(10)])
 
     lengths = cn.summary_map("mean_length")
     folder.csv("mean_length.csv", [{"layer": layer, **{str(j): round(float(v), 3) for j, v in enumerate(row)}}

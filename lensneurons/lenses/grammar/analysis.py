@@ -37,6 +37,7 @@ from lensneurons.core.neurons import NeuronSet
 from lensneurons.lenses.grammar.probes import HardConcrete, ProbeFit, check_lams, subset_probe_accuracies, train_probes
 from lensneurons.core.analysis import Analysis, Collection
 from lensneurons.core.results import Checkpoint
+from lensneurons.core.sites import check_layers
 from lensneurons.core.stats import welch_t
 from lensneurons.lenses.grammar.extraction import eos_states, extract_to_store, store_config  # noqa: F401 (re-exported)
 from lensneurons.lenses.grammar.store import ActivationStore
@@ -204,7 +205,8 @@ class SparseProbing(Analysis):
         for task, task_pairs in pairs.items():
             texts, labels, pair_index = sentences(task_pairs)
             data[task] = (self.collection.pooled(model, texts, progress=False), labels, pair_index)
-        return self.fit_activations(data, progress=progress)
+        return self.fit_activations(data, progress=progress, layers=check_layers(model, layers),
+                                    n_layers=model.cfg.n_layers)
 
     def fit_store(
         self, store: ActivationStore, tasks: Sequence[str] | None = None, progress: bool = True,
@@ -217,7 +219,8 @@ class SparseProbing(Analysis):
         missing = [t for t in tasks if t not in keys]
         if missing:
             raise ValueError(f"unknown task(s) {missing}; the store has {keys}")
-        return self.fit_activations(store.as_mapping(tasks), progress=progress, checkpoint=checkpoint)
+        return self.fit_activations(store.as_mapping(tasks), progress=progress, checkpoint=checkpoint,
+                                    layers=store.config.get("layers"), n_layers=store.config.get("n_layers"))
 
     # validation ---------------------------------------------------------------------------
     def _validate(self, d: int, n_layers: int) -> None:
@@ -253,8 +256,14 @@ class SparseProbing(Analysis):
     def fit_activations(
         self, data: Mapping[str, TaskData], progress: bool = True,
         checkpoint: Checkpoint | str | os.PathLike | None = None,
+        layers: Sequence[int] | None = None,
+        n_layers: int | None = None,
     ) -> SparseProbing:
         """Fit from per-task (activations ``text layer neuron``, labels, pair index).
+
+        ``layers`` names the model layer of each activation slot (default: slot l is layer l) and
+        ``n_layers`` the model's number of layers (default: the largest + 1), so that neuron sets
+        (`neurons`, `top_neurons`) carry the model's layer numbers and can patch it.
 
         ``checkpoint`` (a `Checkpoint`, as a study hands it in; a file path is wrapped in one): receives the fit
         so far after every chunk of tasks; a later call with the same parameters and tasks resumes after the
@@ -267,7 +276,12 @@ class SparseProbing(Analysis):
         first = data[tasks[0]][0]
         if first.ndim != 3:
             raise ValueError(f"activations must be (text, layer, neuron), got shape {tuple(first.shape)}")
-        _, n_layers, d = first.shape
+        _, n_slots, d = first.shape
+        self.layers_ = list(range(n_slots)) if layers is None else [int(layer) for layer in layers]
+        if len(self.layers_) != n_slots:
+            raise ValueError(f"layers names {len(self.layers_)} layers but the activations have {n_slots}")
+        self.model_n_layers_ = max(self.layers_) + 1 if n_layers is None else int(n_layers)
+        n_layers = n_slots
         self._validate(d, n_layers)
         self.tasks_, self.n_layers_, self.width_ = tasks, n_layers, d
         n_lam, n_t = len(self.lams_), len(tasks)
@@ -334,6 +348,9 @@ class SparseProbing(Analysis):
         self._validate(state["width_"], state["n_layers_"])
         for name in _FITTED + _CROSS:
             setattr(self, name, state[name])
+        # fits saved before layer numbers were kept: slot l was layer l
+        self.layers_ = list(state.get("layers_", range(self.n_layers_)))
+        self.model_n_layers_ = state.get("model_n_layers_", max(self.layers_) + 1)
         return self
 
     @classmethod
@@ -342,7 +359,8 @@ class SparseProbing(Analysis):
         return cls(**state["params"]).load_state_dict(state)
 
     def _partial_state(self) -> dict:
-        return {"params": self.get_params(), **{name: getattr(self, name) for name in _FITTED}}
+        return {"params": self.get_params(), "layers_": self.layers_, "model_n_layers_": self.model_n_layers_,
+                **{name: getattr(self, name) for name in _FITTED}}
 
     def _check_state(self, state: dict, what: str) -> None:
         if state.get("params") != self.get_params():
@@ -473,22 +491,43 @@ class SparseProbing(Analysis):
             raise ValueError(f"unknown task {task!r}; fitted tasks are {self.tasks_}")
         return self.tasks_.index(task)
 
+    def rows(self) -> list[dict]:
+        """One row per task, λ and probed layer: mask density and accuracy, and the dense probe's accuracy."""
+        return [
+            {"task": task, "lam": lam, "layer": layer, "density": round(float(self.mask_density_[li, s, ti]), 5),
+             "accuracy": round(float(self.mask_accuracy_[li, s, ti]), 5),
+             "dense_accuracy": round(float(self.dense_accuracy_[s, ti]), 5)}
+            for ti, task in enumerate(self.tasks_) for li, lam in enumerate(self.lams_.tolist())
+            for s, layer in enumerate(self.layers_)
+        ]
+
+    def _slot(self, layer: int) -> int:
+        self._check_fitted()
+        if layer not in self.layers_:
+            raise ValueError(f"layer {layer} was not probed; the probed layers are {self.layers_}")
+        return self.layers_.index(layer)
+
+    def _neuron_set(self, slots: Tensor, indices: Tensor) -> NeuronSet:
+        layers = torch.as_tensor(self.layers_, dtype=torch.long)[slots]
+        return NeuronSet.from_pairs("resid", self.model_n_layers_, self.width_, layers, indices)
+
     def neurons(self, task: str, lam: float, layers: int | Sequence[int] | None = None) -> NeuronSet:
-        """The neurons whose test-time gate is open in ``task``'s mask probe at λ (site "resid")."""
+        """The neurons whose test-time gate is open in ``task``'s mask probe at λ (site "resid"), numbered by
+        the model's layers; ``layers`` (model layer numbers) keeps only those layers."""
         ti, li = self.task_index(task), self._lam_index(lam)
         open_ = self.gates_[li, :, ti] > 0
         if layers is not None:
             keep = torch.zeros(self.n_layers_, dtype=torch.bool)
-            keep[torch.as_tensor(layers)] = True
+            keep[[self._slot(layer) for layer in ([layers] if isinstance(layers, int) else layers)]] = True
             open_ &= keep[:, None]
-        layer_idx, idx = open_.nonzero(as_tuple=True)
-        return NeuronSet.from_pairs("resid", self.n_layers_, self.width_, layer_idx, idx)
+        slots, idx = open_.nonzero(as_tuple=True)
+        return self._neuron_set(slots, idx)
 
     def top_neurons(self, task: str, k: int, layer: int) -> NeuronSet:
-        """The top-k neurons by |Welch t| of ``task`` at ``layer`` (train split)."""
-        ti = self.task_index(task)
-        sub = top_k_subsets(self.t_[layer, ti][None], k)[0]
-        return NeuronSet.from_pairs("resid", self.n_layers_, self.width_, torch.full_like(sub, layer % self.n_layers_), sub)
+        """The top-k neurons by |Welch t| of ``task`` at model layer ``layer`` (train split)."""
+        ti, slot = self.task_index(task), self._slot(layer)
+        sub = top_k_subsets(self.t_[slot, ti][None], k)[0]
+        return self._neuron_set(torch.full_like(sub, slot), sub)
 
     def random_match_k(self) -> Float[Tensor, "layer task"]:
         """Per layer and task, the smallest random k whose mean accuracy reaches the top-1% probe's (NaN if none)."""

@@ -34,7 +34,7 @@ def eos_states(
 def store_config(model: HookedTransformer, layers: Sequence[int]) -> dict:
     return {
         "kind": "eos_resid_post", "model": model.cfg.model_name, "weights": weights_digest(model),
-        "layers": list(layers), "d_model": model.cfg.d_model,
+        "layers": list(layers), "n_layers": model.cfg.n_layers, "d_model": model.cfg.d_model,
     }
 
 

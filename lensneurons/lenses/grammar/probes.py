@@ -96,6 +96,11 @@ class ProbeFit:
     std: Float[Tensor, "group neuron"]
 
     def logits(self, x: Float[Tensor, "group text neuron"]) -> Float[Tensor, "variant group text"]:
+        groups, width = self.mean.shape
+        if x.ndim != 3 or x.shape[0] != groups or x.shape[2] != width:
+            # a single group would broadcast against every group's normalisation and probe
+            raise ValueError(f"features have shape {tuple(x.shape)}, but this fit takes (group, text, neuron) with "
+                             f"{groups} groups (one per fitted layer × task, in the fit's order) of {width} neurons")
         w = self.weight * self.gate / self.std
         return torch.einsum("gtn,vgn->vgt", x, w) + (self.bias - (w * self.mean).sum(-1))[..., None]
 

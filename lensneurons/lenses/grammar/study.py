@@ -129,12 +129,7 @@ def write_results(
                          "dense_accuracy": round(float(dense[slot]), 5),
                          "spearman": round(float(sp.spearman_[li, slot].nanmean()), 5)})
     folder.csv("per_layer.csv", rows)
-    folder.csv("mask_probes.csv", [
-        {"task": task, "lam": lam, "layer": layer, "density": round(float(sp.mask_density_[li, s, ti]), 5),
-         "accuracy": round(float(sp.mask_accuracy_[li, s, ti]), 5),
-         "dense_accuracy": round(float(sp.dense_accuracy_[s, ti]), 5)}
-        for ti, task in enumerate(sp.tasks_) for li, lam in enumerate(lams) for s, layer in enumerate(layers)
-    ])
+    folder.csv("mask_probes.csv", sp.rows())
     folder.csv("topk_probes.csv", [
         {"task": task, "k": k, "layer": layer, "accuracy": round(float(sp.topk_accuracy_[ki, s, ti]), 5)}
         for ti, task in enumerate(sp.tasks_) for ki, k in enumerate(sp.ks_) for s, layer in enumerate(layers)

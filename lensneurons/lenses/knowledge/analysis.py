@@ -208,6 +208,15 @@ class KnowledgeNeurons(Analysis):
             self.prompts_ = {c: list(v) for c, v in prompts.items()}
         return self
 
+    def rows(self) -> list[dict]:
+        """Each concept's refined knowledge neurons with their mean attribution over the concept's prompts."""
+        out = []
+        for concept, neurons in self.neurons_.items():
+            mean = self.attributions_[concept].mean(0)
+            out += [{"concept": concept, "layer": layer, "neuron": index, "attribution": float(mean[layer, index])}
+                    for layer, index in neurons]
+        return out
+
     # the shared name of "fit from what was collected elsewhere": here, attribution tables
     fit_activations = fit_attributions
 

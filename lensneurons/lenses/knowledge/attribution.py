@@ -53,6 +53,7 @@ from transformer_lens import HookedEncoder
 
 from lensneurons.core.activations import collect, pad_id, right_pad, tokenize
 from lensneurons.core.models import HookedModel
+from lensneurons.core.neurons import NeuronSet
 from lensneurons.core.sites import check_layers, get_act_name, hook_name, site_width
 from lensneurons.core.stats import MeanVar
 
@@ -70,7 +71,7 @@ except ImportError:  # 2.x: the same key-value cache under its old names (not te
 
 SCORINGS = ("joint", "first", "single")
 MODES = ("layer", "neuron")
-BASELINES = ("zero",)
+BASELINES = ("zero", "mean")
 
 
 class CompletenessWarning(UserWarning):
@@ -97,6 +98,19 @@ class Attribution:
     completeness_error: Float[Tensor, "layer"]  # |Σ_i Attr_i - (P - P_baseline)| / max(|P - P_baseline|, 1e-3 P)
     steps: int
     mode: str
+
+    def to_frame(self):
+        """One row per neuron of the attributed layers: layer, neuron, attribution (a pandas DataFrame)."""
+        import pandas as pd
+
+        width = self.scores.shape[1]
+        return pd.DataFrame({"layer": [layer for layer in self.layers for _ in range(width)],
+                             "neuron": list(range(width)) * len(self.layers),
+                             "attribution": self.scores[self.layers].flatten().tolist()})
+
+    def top(self, k: int) -> NeuronSet:
+        """The k neurons of largest attribution (site "mlp"), numbered by the model's layers."""
+        return NeuronSet.top_k("mlp", self.scores, k)
 
 
 # inputs ---------------------------------------------------------------------------------------
@@ -264,14 +278,19 @@ def batch_answer_logits(
 # attribution ---------------------------------------------------------------------------------
 
 
-def _baseline_table(model: HookedModel, baseline) -> Tensor:
+def _baseline_table(model: HookedModel, baseline, reference_texts: Sequence[str] | None = None) -> Tensor:
     width = site_width(model, "mlp")
     if isinstance(baseline, str):
         if baseline not in BASELINES:
             raise ValueError(
-                f"unknown baseline {baseline!r}; expected 'zero' or a (layer, neuron) tensor of per-neuron "
-                "values, e.g. mean_activations(model, reference_texts)"
+                f"unknown baseline {baseline!r}; expected 'zero', 'mean' (with reference_texts) or a (layer, "
+                "neuron) tensor of per-neuron values, e.g. mean_activations(model, reference_texts)"
             )
+        if baseline == "mean":
+            if not reference_texts:
+                raise ValueError("baseline='mean' needs reference_texts: the texts each neuron's activation is "
+                                 "averaged over (mean_activations(model, reference_texts))")
+            return mean_activations(model, reference_texts)
         return torch.zeros(model.cfg.n_layers, width)
     if tuple(baseline.shape) != (model.cfg.n_layers, width):
         raise ValueError(f"baseline table has shape {tuple(baseline.shape)}, expected ({model.cfg.n_layers}, {width})")
@@ -434,8 +453,12 @@ def integrated_gradients(
     batch_size: int = 512,
     tolerance: float | int = 0.1,
     warn: bool = True,
+    reference_texts: Sequence[str] | None = None,
 ) -> Attribution:
     """IG attribution of every MLP neuron at the answer position (see the module docstring).
+
+    baseline: ``"zero"``, ``"mean"`` (each neuron's mean over ``reference_texts``; computing it once with
+    `mean_activations` and passing the table is cheaper for many prompts), or a (layer, neuron) table.
 
     mode: ``"layer"`` scales all of a layer's neurons together (Dai et al.; completeness holds per layer);
     ``"neuron"`` follows a separate path for each neuron, the others kept at their value (width × steps
@@ -450,7 +473,7 @@ def integrated_gradients(
         raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
     width = site_width(model, "mlp")
     layers = check_layers(model, layers)
-    table = _baseline_table(model, baseline).to(model.cfg.device)
+    table = _baseline_table(model, baseline, reference_texts).to(model.cfg.device)
     query = encode(model, prompt, answer, scoring)
     alphas, weights, neurons = _rows(mode, width, steps, alpha_power)
     alphas, weights, neurons = (t.to(model.cfg.device) for t in (alphas, weights, neurons))
@@ -504,7 +527,8 @@ def integrated_gradients(
             f"integrated gradients for {prompt!r} → {answer!r}: completeness error above {tolerance:.0%} at "
             f"layers {bad} (worst: layer {worst}, {float(error[worst]):.1%}; {detail}). "
             "More steps help if the error shrinks with steps; if not, the model may normalise after its MLP "
-            "(post-MLP norm, Gemma-2/3) and a mean baseline, alpha_power > 1 or mode='neuron' is needed.",
+            "(post-MLP norm, Gemma-2/3) and a mean baseline (baseline='mean' with reference_texts, or "
+            "baseline=mean_activations(model, texts)), alpha_power > 1 or mode='neuron' is needed.",
             CompletenessWarning,
             stacklevel=2,
         )

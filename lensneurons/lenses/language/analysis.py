@@ -52,7 +52,7 @@ class LanguageNeurons(Analysis):
     """
 
     params = ("k",)
-    fitted = ("languages_", "scores_", "medians_")
+    fitted = ("languages_", "scores_", "medians_", "mean_differences_")
     default_collection = Collection(site="mlp", pooling="mean", batch_size=16, max_length=256)
 
     def __init__(
@@ -77,14 +77,17 @@ class LanguageNeurons(Analysis):
             raise ValueError(f"activations have {acts.shape[0]} rows but data has {len(data.texts)} texts")
         n_layers, width = acts.shape[1:]
         self._check_k(n_layers, width)
-        scores, medians = [], []
+        scores, medians, differences = [], [], []
         for lang in data.languages:
             idx, labels = data.labelled(lang)
             # rows= ranks this language's texts without copying them out of `acts`
             ap = average_precision(acts.flatten(1), labels, rows=torch.as_tensor(idx))
             scores.append(ap.view(n_layers, width).float())
-            medians.append(median(acts[torch.as_tensor(data.positives[lang])]))
-        self._set_scores(torch.stack(scores), torch.stack(medians), data.languages)
+            positives = acts[torch.as_tensor(data.positives[lang])]
+            medians.append(median(positives))
+            negatives = acts[torch.as_tensor(data.negatives[lang])]
+            differences.append((positives.double().mean(0) - negatives.double().mean(0)).float())
+        self._set_scores(torch.stack(scores), torch.stack(medians), data.languages, torch.stack(differences))
         self.activations_ = acts
         self.data_ = data
         return self
@@ -97,6 +100,7 @@ class LanguageNeurons(Analysis):
         languages: Sequence[str],
         k: int = 1000,
         site: str = "mlp",
+        mean_differences: Float[Tensor, "lang layer neuron"] | None = None,
     ) -> LanguageNeurons:
         """Rebuild a fitted object from saved AP scores and medians (a pipeline's `ap_scores.pt`), for
         steering and neuron sets without recollecting activations (`activation_split` needs `fit`)."""
@@ -106,11 +110,12 @@ class LanguageNeurons(Analysis):
                 f"with one row per language ({len(languages)})"
             )
         out = cls(k=k, site=site)
-        out._set_scores(scores.float(), medians.float(), languages)
+        out._set_scores(scores.float(), medians.float(), languages,
+                        None if mean_differences is None else mean_differences.float())
         return out.drop_activations()
 
     def _load_fitted(self, fitted: dict) -> None:
-        self._set_scores(fitted["scores_"], fitted["medians_"], fitted["languages_"])
+        self._set_scores(fitted["scores_"], fitted["medians_"], fitted["languages_"], fitted.get("mean_differences_"))
 
     def _check_k(self, n_layers: int, width: int) -> None:
         if not 1 <= self.k <= n_layers * width // 2:
@@ -119,13 +124,16 @@ class LanguageNeurons(Analysis):
                 "so that the top-k and bottom-k sets do not overlap"
             )
 
-    def _set_scores(self, scores: Tensor, medians: Tensor, languages: Sequence[str]) -> None:
+    def _set_scores(self, scores: Tensor, medians: Tensor, languages: Sequence[str],
+                    mean_differences: Tensor | None = None) -> None:
         n_layers, width = scores.shape[1:]
         self._check_k(n_layers, width)
         self.languages_ = list(languages)
         self.n_layers_, self.width_ = n_layers, width
         self.scores_: Float[Tensor, "lang layer neuron"] = scores
         self.medians_: Float[Tensor, "lang layer neuron"] = medians
+        # mean activation on the language's texts minus on the others': orders units of equal AP
+        self.mean_differences_: Float[Tensor, "lang layer neuron"] | None = mean_differences
         self.top_ = {lang: self.neurons(lang, "top") for lang in self.languages_}
         self.bottom_ = {lang: self.neurons(lang, "bottom") for lang in self.languages_}
         self.middle_ = {lang: self.neurons(lang, "middle") for lang in self.languages_}
@@ -138,24 +146,39 @@ class LanguageNeurons(Analysis):
 
     # neuron sets --------------------------------------------------------------------------
     def neurons(self, lang: str, which: str = "both", k: int | None = None) -> NeuronSet:
-        """`lang`'s top-k, bottom-k, both, or the k around the median AP ("middle")."""
+        """`lang`'s top-k, bottom-k, both, or the k around the median AP ("middle"). Units of equal AP are
+        ordered by the difference of their mean activation on `lang`'s texts and on the others' (larger
+        first for the top set, smaller first for the bottom set), then by layer and index."""
         li = self._lang_index(lang)
         scores = self.scores_[li]
         k = self.k if k is None else k
         total = scores.numel()
         if not 1 <= k <= total:
             raise ValueError(f"k must be between 1 and the number of neurons ({total}), got {k}")
-        if which == "top":
-            return NeuronSet.top_k(self.site, scores, k)
-        if which == "bottom":
-            return NeuronSet.top_k(self.site, scores, k, largest=False)
+        tiebreak = None if self.mean_differences_ is None else self.mean_differences_[li]
+        if which in ("top", "bottom"):
+            return NeuronSet.top_k(self.site, scores, k, largest=which == "top", tiebreak=tiebreak)
         if which == "both":
-            return NeuronSet.top_k(self.site, scores, k) | NeuronSet.top_k(self.site, scores, k, largest=False)
+            return self.neurons(lang, "top", k) | self.neurons(lang, "bottom", k)
         if which == "middle":
             order = torch.argsort(scores.flatten(), stable=True)
             start = (total - k) // 2
             return NeuronSet(self.site, self.n_layers_, self.width_, order[start : start + k])
         raise ValueError(f"unknown neuron group {which!r}; expected top, bottom, both or middle")
+
+    def rows(self) -> list[dict]:
+        """Each language's top-k and bottom-k neurons with their AP, median and difference of means."""
+        out = []
+        for li, lang in enumerate(self.languages_):
+            for group in ("top", "bottom"):
+                for layer, index in (self.top_ if group == "top" else self.bottom_)[lang]:
+                    row = {"lang": lang, "group": group, "layer": layer, "neuron": index,
+                           "ap": round(float(self.scores_[li, layer, index]), 6),
+                           "median": float(self.medians_[li, layer, index])}
+                    if self.mean_differences_ is not None:
+                        row["mean_difference"] = float(self.mean_differences_[li, layer, index])
+                    out.append(row)
+        return out
 
     def clamp(self, lang: str, which: str = "both", k: int | None = None) -> NeuronEdit:
         """The intervention: set `lang`'s neurons to their median activation on `lang`'s texts."""

@@ -111,16 +111,9 @@ def run(
 
 
 def _write_neurons(folder: ResultsFolder, ln: LanguageNeurons) -> None:
-    rows = []
-    for li, lang in enumerate(ln.languages_):
-        for group in ("top", "bottom"):
-            s = ln.neurons(lang, group)
-            for layer, index in s:
-                rows.append({"lang": lang, "group": group, "layer": layer, "neuron": index,
-                             "ap": round(float(ln.scores_[li, layer, index]), 6),
-                             "median": float(ln.medians_[li, layer, index])})
-    folder.csv("language_neurons.csv", rows)
-    folder.tensor("ap_scores.pt", {"languages": ln.languages_, "scores": ln.scores_, "medians": ln.medians_})
+    folder.csv("language_neurons.csv", ln.rows())
+    folder.tensor("ap_scores.pt", {"languages": ln.languages_, "scores": ln.scores_, "medians": ln.medians_,
+                                   "mean_differences": ln.mean_differences_})
     hists = {lang: ln.layer_histograms(lang) for lang in ln.languages_}
     folder.csv("layer_histograms.csv", [
         {"lang": lang, "group": g, **{f"layer{i}": int(c) for i, c in enumerate(counts)}}

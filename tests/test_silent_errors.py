@@ -1,0 +1,102 @@
+"""Wrong answers that used to come back without an error (issue 17): each fails on the old code."""
+import warnings
+
+import pytest
+import torch
+
+from lensneurons.core.models import toy_model
+from lensneurons.core.neurons import NeuronSet, TiedScoresWarning
+from lensneurons.core.patching import patched, zero
+
+
+def test_top_k_of_some_layers_is_numbered_by_the_model_layers():
+    scores = torch.zeros(2, 5)
+    scores[1, 3] = 9.0  # row 1 is model layer 2
+    s = NeuronSet.top_k("mlp", scores, 1, layers=[1, 2], n_layers=4)
+    assert (s.n_layers, s.layers.tolist(), s.indices.tolist()) == (4, [2], [3])
+    with pytest.raises(ValueError, match="out of range"):
+        NeuronSet.top_k("mlp", scores, 1, layers=[1, 4], n_layers=4)
+
+
+def test_top_k_refuses_nan_scores():
+    scores = torch.rand(2, 4)
+    scores[0, 1] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        NeuronSet.top_k("mlp", scores, 2)
+
+
+def test_ties_at_the_cut_are_broken_by_the_second_key_and_warned():
+    scores = torch.tensor([[1.0, 1.0, 0.2], [1.0, 0.5, 1.0]])  # four units share the top score
+    second = torch.tensor([[0.1, 0.3, 0.0], [0.9, 0.0, 0.2]])
+    with pytest.warns(TiedScoresWarning, match="4 units share the score 1 at the top-2 cut"):
+        s = NeuronSet.top_k("mlp", scores, 2, tiebreak=second)
+    assert sorted(zip(s.layers.tolist(), s.indices.tolist())) == [(0, 1), (1, 0)]  # the two largest second keys
+    with pytest.warns(TiedScoresWarning):
+        low = NeuronSet.top_k("mlp", scores, 4, largest=False, tiebreak=second)
+    assert sorted(zip(low.layers.tolist(), low.indices.tolist())) == [(0, 0), (0, 2), (1, 1), (1, 2)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        NeuronSet.top_k("mlp", scores, 4, tiebreak=second)  # the whole tie is inside: nothing to warn about
+
+
+def test_language_neurons_break_ap_ties_by_the_difference_of_means():
+    from lensneurons.data.multilingual import LanguageTexts
+    from lensneurons.lenses.language.analysis import LanguageNeurons
+
+    # 6 texts, 1 layer of 4 units; units 1 and 3 separate the languages perfectly (AP = 1), unit 3 by more
+    acts = torch.tensor([[0.0, 1.0, 0.0, 5.0], [0.0, 1.1, 0.1, 6.0], [0.0, 1.2, 0.2, 7.0],
+                         [1.0, 0.0, 0.3, 0.0], [1.0, 0.1, 0.4, 0.1], [1.0, 0.2, 0.5, 0.2]])[:, None, :]
+    data = LanguageTexts(texts=[f"t{i}" for i in range(6)], positives={"a": [0, 1, 2], "b": [3, 4, 5]},
+                         negatives={"a": [3, 4, 5], "b": [0, 1, 2]})
+    with pytest.warns(TiedScoresWarning):
+        ln = LanguageNeurons(k=1).fit_activations(acts, data)
+    assert ln.neurons("a", "top").indices.tolist() == [3]  # flat order alone would pick unit 1
+
+
+def test_probe_fit_refuses_features_of_another_group_count():
+    from lensneurons.lenses.grammar.probes import train_probes
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 40, 5, generator=g)
+    y = x[..., 0] > 0
+    fit = train_probes(x, y, steps=20)
+    assert fit.accuracy(x, y).shape[-1] == 3
+    with pytest.raises(ValueError, match="3 groups"):
+        fit.accuracy(x[:1], y[:1])  # one layer's data: used to broadcast against all three normalisations
+
+
+def test_sparse_probing_sets_carry_model_layers_and_patch_the_model():
+    from lensneurons.data.blimp import MinimalPair
+    from lensneurons.lenses.grammar.analysis import SparseProbing
+
+    model = toy_model(n_layers=3, d_model=16, d_mlp=20, n_ctx=64)
+    pairs = {t: [MinimalPair(t, f"the cat {t} sat {i}.", f"cat the {t} sat {i}.", i) for i in range(8)]
+             for t in ("t_a", "t_b")}
+    sp = SparseProbing(lams=[1.0], ks=[2], random_ks=[2], n_random=1, top_fraction=0.1, steps=10, cross_layer=0)
+    sp.fit(model, pairs, layers=[1, 2], progress=False)
+    top = sp.top_neurons("t_a", 3, layer=2)
+    assert top.n_layers == 3 and set(top.layers.tolist()) == {2}
+    dense = sp.neurons("t_a", 1.0, layers=[1])
+    assert dense.n_layers == 3 and set(dense.layers.tolist()) == {1}
+    with patched(model, zero(top)):  # used to be refused: a "2 × 16" set on a 3-layer model
+        model("the cat sat.")
+    with pytest.raises(ValueError, match="not probed"):
+        sp.top_neurons("t_a", 3, layer=0)
+
+
+def test_integrated_gradients_takes_the_mean_baseline_with_reference_texts():
+    from lensneurons.lenses.knowledge.attribution import integrated_gradients, mean_activations
+
+    model = toy_model(n_layers=2, d_model=16, d_mlp=20, n_ctx=64, post_mlp_norm=True)
+    refs = ["one two three", "a b c d", "hello there"]
+    by_name = integrated_gradients(model, "one two", " three", steps=4, baseline="mean", reference_texts=refs,
+                                   warn=False)
+    by_table = integrated_gradients(model, "one two", " three", steps=4, baseline=mean_activations(model, refs),
+                                    warn=False)
+    assert torch.equal(by_name.scores, by_table.scores)
+    with pytest.raises(ValueError, match="reference_texts"):
+        integrated_gradients(model, "one two", " three", steps=4, baseline="mean")
+    top = by_name.top(5)
+    assert len(top) == 5 and top.n_layers == 2
+    want = torch.topk(by_name.scores.flatten(), 5).indices.sort().values
+    assert torch.equal(top.flat, want)
