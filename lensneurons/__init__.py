@@ -16,7 +16,7 @@ from lensneurons import _moved
 _moved.install()
 
 _EXPORTS = {
-    "lensneurons.core.models": ["load_model", "toy_model"],
+    "lensneurons.core.models": ["load_model", "toy_model", "from_config"],
     "lensneurons.core.activations": ["pooled_activations", "collect", "stream_pooled"],
     "lensneurons.core.stats": [
         "average_precision",

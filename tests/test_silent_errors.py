@@ -100,3 +100,33 @@ def test_integrated_gradients_takes_the_mean_baseline_with_reference_texts():
     assert len(top) == 5 and top.n_layers == 2
     want = torch.topk(by_name.scores.flatten(), 5).indices.sort().values
     assert torch.equal(top.flat, want)
+
+
+def test_own_model_from_a_config_and_an_in_memory_tokenizer():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+    from transformers import PreTrainedTokenizerFast
+
+    from lensneurons.core.activations import pooled_activations
+    from lensneurons.core.models import from_config
+
+    vocab = {t: i for i, t in enumerate(["<pad>", "<bos>", "<eos>"] + sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=None))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>")
+    cfg = HookedTransformerConfig(n_layers=1, d_model=8, d_head=4, n_heads=2, d_mlp=16, d_vocab=len(tok), n_ctx=16,
+                                  act_fn="gelu", seed=0)
+    with pytest.raises(KeyError, match="name_or_path"):  # what TransformerLens does with it
+        HookedTransformer(cfg, tokenizer=tok)
+    model = from_config(cfg, tok)
+    assert model.tokenizer.get_vocab() == tok.get_vocab()
+    assert pooled_activations(model, ["ab", "abc"], progress=False).shape == (2, 1, 16)
+
+
+def test_token_activations_names_the_type_it_takes():
+    from lensneurons.lenses.corpus.report import token_activations
+
+    model = toy_model(n_layers=1, d_model=8, d_mlp=16)
+    as_users_run_it = getattr(token_activations, "__wrapped__", token_activations)  # without the tests' type hook
+    with pytest.raises(TypeError, match="one text"):
+        as_users_run_it(model, ["a b"], 0, 0)

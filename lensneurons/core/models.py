@@ -172,6 +172,39 @@ def _dequantise(name: str, gguf_pkg, folder: Path) -> Path:
     return folder
 
 
+def from_config(cfg: HookedTransformerConfig | dict, tokenizer, **kwargs) -> HookedTransformer:
+    """A `HookedTransformer` of your own, from a config and a tokenizer object (keyword arguments go to
+    `HookedTransformer`, e.g. `default_padding_side`).
+
+    TransformerLens re-loads a tokenizer by its `name_or_path`, which a tokenizer built in memory lacks
+    (`KeyError: 'name_or_path'`): such a tokenizer is saved once under the cache folder, keyed by its
+    files' contents, and loaded from there. A tokenizer without a BOS token gets TransformerLens' default:
+    its EOS token is prepended to every text as BOS (pooling with `include_bos=False` leaves it out).
+    """
+    cfg = HookedTransformerConfig(**cfg) if isinstance(cfg, dict) else cfg
+    if not getattr(tokenizer, "name_or_path", ""):
+        tokenizer = _saved_tokenizer(tokenizer)
+    return HookedTransformer(cfg, tokenizer=tokenizer, **kwargs).eval()
+
+
+def _saved_tokenizer(tokenizer):
+    from transformers import AutoTokenizer
+
+    staging = Path(tempfile.mkdtemp(prefix="tokenizer."))
+    try:
+        tokenizer.save_pretrained(staging)
+        digest = hashlib.sha256()
+        for f in sorted(staging.iterdir()):
+            digest.update(f.name.encode() + f.read_bytes())
+        folder = cache_dir() / "tokenizers" / digest.hexdigest()[:16]
+        if not folder.exists():
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(staging, folder, dirs_exist_ok=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return AutoTokenizer.from_pretrained(folder)
+
+
 def toy_model(
     n_layers: int = 2,
     d_model: int = 16,

@@ -23,6 +23,8 @@ def token_activations(
     model: HookedTransformer, text: str, layer: int, neuron: int, site: str = "resid", include_bos: bool = False
 ) -> tuple[list[str], Float[Tensor, "pos"]]:
     """The text's tokens (as strings) and the neuron's value at each; the model's BOS only with `include_bos`."""
+    if not isinstance(text, str):
+        raise TypeError(f"token_activations takes one text (a str), got {type(text).__name__}; call it once per text")
     (layer,) = check_layers(model, layer)
     width = site_width(model, site)
     if not 0 <= neuron < width:
