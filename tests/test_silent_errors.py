@@ -130,3 +130,24 @@ def test_token_activations_names_the_type_it_takes():
     as_users_run_it = getattr(token_activations, "__wrapped__", token_activations)  # without the tests' type hook
     with pytest.raises(TypeError, match="one text"):
         as_users_run_it(model, ["a b"], 0, 0)
+
+
+def test_own_data_for_every_lens():
+    import pandas as pd
+
+    from lensneurons.data import LanguageTexts, from_frame, minimal_pairs
+
+    lt = LanguageTexts.from_texts({"en": ["hello", "good day"], "fr": ["bonjour", "bonne journée", "hello"]})
+    assert lt.texts == ["hello", "good day", "bonjour", "bonne journée"]
+    assert lt.positives == {"en": [0, 1], "fr": [2, 3, 0]} and lt.negatives == {"en": [2, 3, 0], "fr": [0, 1]}
+    with pytest.raises(ValueError, match="two languages"):
+        LanguageTexts.from_texts({"en": ["x"]})
+    pairs = minimal_pairs("agreement", [("The dog runs.", "The dog run."), ("Cats sleep.", "Cats sleeps.")])
+    assert [(p.good, p.bad, p.pair_id) for p in pairs] == [("The dog runs.", "The dog run.", 0),
+                                                           ("Cats sleep.", "Cats sleeps.", 1)]
+    with pytest.raises(ValueError, match="pair 0"):
+        getattr(minimal_pairs, "__wrapped__", minimal_pairs)("t", ["just one sentence"])  # as users run it
+    corpus = from_frame(pd.DataFrame({"text": ["a b", "c d"], "topic": ["x", None], "n": [1, 2]}))
+    assert corpus.texts == ["a b", "c d"] and corpus.metadata == {"topic": ["x", None], "n": [1, 2]}
+    with pytest.raises(ValueError, match="no text column"):
+        from_frame(pd.DataFrame({"sentence": ["a"]}))

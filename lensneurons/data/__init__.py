@@ -2,8 +2,8 @@
 
 Local data live outside the repository; point ``$LENSNEURONS_DATA_DIR`` at them (or pass ``data_dir=``).
 """
-from lensneurons.data.blimp import MinimalPair, blimp_tasks, load_blimp
-from lensneurons.data.corpora import Corpus, from_dataset, from_file, load_nltk_corpus, nltk_corpora
+from lensneurons.data.blimp import MinimalPair, blimp_tasks, load_blimp, minimal_pairs
+from lensneurons.data.corpora import Corpus, from_dataset, from_file, from_frame, load_nltk_corpus, nltk_corpora
 from lensneurons.data.lama import Concept, lama_conceptnet
 from lensneurons.data.manifests import (
     DATA_DIR_ENV,

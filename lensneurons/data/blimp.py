@@ -97,6 +97,19 @@ def load_blimp(
     return {task: _read_task(root / f"{task}.jsonl", task, limit) for task in names}
 
 
+def minimal_pairs(task: str, pairs: Sequence[tuple[str, str]], phenomenon: str = "") -> list[MinimalPair]:
+    """Your own minimal pairs, as (grammatical, ungrammatical) tuples, for the grammar lens:
+    ``{"agreement": minimal_pairs("agreement", [("The dog runs.", "The dog run."), ...])}``."""
+    out = []
+    for i, pair in enumerate(pairs):
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and all(isinstance(s, str) for s in pair)):
+            raise ValueError(f"pair {i} of task {task!r} is not a (grammatical, ungrammatical) pair of strings: {pair!r}")
+        out.append(MinimalPair(task, pair[0], pair[1], i, phenomenon=phenomenon))
+    if not out:
+        raise ValueError(f"task {task!r} has no pairs")
+    return out
+
+
 def sentences(pairs: Sequence[MinimalPair]) -> tuple[list[str], Bool[Tensor, "text"], Int[Tensor, "text"]]:
     """Flatten pairs to texts (good, bad, good, bad, ...), labels (True = grammatical) and pair index.
 

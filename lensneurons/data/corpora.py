@@ -362,3 +362,14 @@ def from_dataset(dataset: Any, text_column: str = "text", metadata_columns: Opti
         raise ValueError("the dataset is empty: the corpus needs at least one row")
     metadata_columns = _metadata_columns(list(dataset.column_names), text_column, metadata_columns, "the dataset")
     return Corpus(list(dataset[text_column]), {c: list(dataset[c]) for c in metadata_columns})
+
+
+def from_frame(frame: Any, text_column: str = "text", metadata_columns: Optional[Sequence[str]] = None) -> Corpus:
+    """A corpus from a pandas DataFrame: one row per sentence, every other column a metadata field (missing
+    values become None) unless `metadata_columns` names them."""
+    if len(frame) == 0:
+        raise ValueError("the data frame is empty: the corpus needs at least one row")
+    metadata_columns = _metadata_columns([str(c) for c in frame.columns], text_column, metadata_columns,
+                                         "the data frame")
+    clean = frame.astype(object).where(frame.notna(), None)
+    return Corpus([str(t) for t in frame[text_column]], {c: clean[c].tolist() for c in metadata_columns})

@@ -15,7 +15,7 @@ Local loaders (datasets found with :func:`lensneurons.data.resolve`, checked aga
 Hub loaders for users with network access: :func:`flores_plus_from_hub`, :func:`pawsx_from_hub`.
 """
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -67,6 +67,21 @@ class LanguageTexts:
     negatives: dict[str, list[int]]
     source: str = ""
     info: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_texts(cls, by_language: Mapping[str, Sequence[str]], source: str = "own texts") -> "LanguageTexts":
+        """Your own texts, ``{"en": [...], "fr": [...]}``: each language's texts are its positives and every
+        other language's texts its negatives (the paper's protocol). A text listed twice is pooled once."""
+        if len(by_language) < 2:
+            raise ValueError("give texts of at least two languages: a language's negatives are the others' texts")
+        pool: dict[str, int] = {}
+        positives = {}
+        for lang, texts in by_language.items():
+            if isinstance(texts, str) or not texts:
+                raise ValueError(f"language {lang!r} needs a non-empty list of texts")
+            positives[lang] = [pool.setdefault(text, len(pool)) for text in texts]
+        negatives = {lang: [i for other, idx in positives.items() if other != lang for i in idx] for lang in positives}
+        return cls(texts=list(pool), positives=positives, negatives=negatives, source=source)
 
     def __post_init__(self) -> None:
         if not self.positives:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import zlib
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -53,7 +54,18 @@ __all__ = [
     "top_k_subsets",
 ]
 
-TaskData = tuple[Tensor, Tensor, Tensor]  # (acts text×layer×neuron, labels, pair index)
+class TaskData(NamedTuple):
+    """One task's data for `SparseProbing.fit_activations` (a plain 3-tuple works too): the activations of
+    its sentences (text, layer, neuron), whether each sentence is grammatical, and the index of its pair
+    (both sentences of a pair share one, so a split never separates them; `data.blimp.sentences` makes all
+    three from minimal pairs)."""
+
+    acts: Float[Tensor, "text layer neuron"]
+    labels: Bool[Tensor, "text"]
+    pair_index: Int[Tensor, "text"]
+
+
+TaskLike = TaskData | tuple[Tensor, Tensor, Tensor]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -254,7 +266,7 @@ class SparseProbing(Analysis):
 
     # fitting --------------------------------------------------------------------------------
     def fit_activations(
-        self, data: Mapping[str, TaskData], progress: bool = True,
+        self, data: Mapping[str, TaskLike], progress: bool = True,
         checkpoint: Checkpoint | str | os.PathLike | None = None,
         layers: Sequence[int] | None = None,
         n_layers: int | None = None,
@@ -375,7 +387,7 @@ class SparseProbing(Analysis):
         gen.set_state(state["generator"])
         return state["chunks_done"], list(state["cross_probes"]), list(state["cross_test"])
 
-    def _prepare(self, chunk: list[str], data: Mapping[str, TaskData], n_layers: int, d: int) -> dict:
+    def _prepare(self, chunk: list[str], data: Mapping[str, TaskLike], n_layers: int, d: int) -> dict:
         """Train/test tensors of a chunk of tasks, groups ordered (task, layer), padded to equal length."""
         parts = {"train": [], "test": []}
         for task in chunk:
