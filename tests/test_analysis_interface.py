@@ -140,3 +140,32 @@ def test_neuron_sets_and_attributions_as_tables(model):
     table = a.to_frame()
     assert len(table) == 20 and set(table.layer) == {1}
     assert table.attribution.tolist() == a.scores[1].tolist()
+
+
+def test_save_and_load_with_weights_only(model, tmp_path):
+    from lensneurons.core.neurons import NeuronSet
+    from lensneurons.core.patching import NeuronEdit, patched, scale
+    from lensneurons.lenses.knowledge.attribution import Attribution, integrated_gradients
+
+    corpus = Corpus([f"sentence {i} is here" for i in range(12)], {"label": ["a", "b"] * 6})
+    cn = CorpusNeurons(k=3, layers=[1], n_sample=4).fit(model, corpus, progress=False)
+    cn.save(tmp_path / "cn.pt")
+    assert torch.equal(CorpusNeurons.load(tmp_path / "cn.pt", corpus).top_ids_, cn.top_ids_)
+
+    edit = scale(NeuronSet.from_pairs("mlp", 2, 20, torch.tensor([0, 1]), torch.tensor([3, 4])), 2.0)
+    edit.save(tmp_path / "edit.pt")
+    torch.load(tmp_path / "edit.pt", weights_only=True)  # used to be an UnpicklingError
+    back = NeuronEdit.load(tmp_path / "edit.pt")
+    assert back.neurons == edit.neurons and back.op == edit.op and torch.equal(back.values, edit.values)
+    tokens = model.to_tokens("one two")
+    with patched(model, edit):
+        want = model(tokens)
+    with patched(model, back):
+        assert torch.equal(model(tokens), want)
+
+    a = integrated_gradients(model, "one two", " three", layers=[1], steps=3, warn=False)
+    a.save(tmp_path / "a.pt")
+    again = Attribution.load(tmp_path / "a.pt")
+    assert torch.equal(again.scores, a.scores) and again.layers == a.layers and again.prob == a.prob
+    with pytest.raises(FileNotFoundError, match="no saved state"):
+        Attribution.load(tmp_path / "missing.pt")

@@ -9,6 +9,7 @@ accepts. An analysis never reads or writes files; a study hands it caches and ch
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -18,6 +19,7 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from lensneurons.core.activations import collect, pooled_activations
+from lensneurons.core.results import load_state, save_state
 
 __all__ = ["Collection", "Analysis", "NotFittedError", "frame"]
 
@@ -130,6 +132,15 @@ class Analysis:
     def _load_fitted(self, fitted: dict[str, Any]) -> None:
         for name, value in fitted.items():
             setattr(self, name, value)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write `state_dict()` to `path` (torch format, loadable with weights_only=True; written atomically)."""
+        save_state(path, self.state_dict())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *args: Any):
+        """The analysis saved at `path` (extra arguments, e.g. the corpus, go to `from_state_dict`)."""
+        return cls.from_state_dict(load_state(path), *args)
 
     def rows(self) -> list[dict[str, Any]]:
         """The fitted results as table rows (one dict a row); what `to_frame` and the study's CSV hold."""

@@ -11,6 +11,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from lensneurons.core.results import atomic_write
 from lensneurons.core.sites import check_site
 
 
@@ -194,7 +195,7 @@ class NeuronSet:
         return cls.from_pairs(d["site"], d["n_layers"], d["width"], pairs[:, 0], pairs[:, 1])
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict()))
+        atomic_write(path, json.dumps(self.to_dict()).encode())
 
     @classmethod
     def load(cls, path: str | Path) -> NeuronSet:

@@ -10,6 +10,7 @@ the edited site; they are removed on exit and on exception (`HookedRootModule.ho
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from torch import Tensor
 
 from lensneurons.core.models import HookedModel
 from lensneurons.core.neurons import NeuronSet
+from lensneurons.core.results import load_state, save_state
 from lensneurons.core.sites import hook_name, site_width
 
 
@@ -37,6 +39,21 @@ class NeuronEdit:
             raise ValueError(f"unknown edit op {self.op!r}; expected 'set' or 'scale'")
         if self.values.shape != (len(self.neurons),):
             raise ValueError(f"{len(self.neurons)} neurons but {tuple(self.values.shape)} values")
+
+    def state_dict(self) -> dict:
+        """Plain values and a tensor (`torch.load(..., weights_only=True)` reads it back)."""
+        return {"neurons": self.neurons.to_dict(), "op": self.op, "values": self.values.detach().cpu()}
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> NeuronEdit:
+        return cls(NeuronSet.from_dict(state["neurons"]), state["op"], state["values"])
+
+    def save(self, path: str | os.PathLike) -> None:
+        save_state(path, self.state_dict())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> NeuronEdit:
+        return cls.from_state_dict(load_state(path))
 
 
 def zero(neurons: NeuronSet) -> NeuronEdit:

@@ -22,7 +22,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["ResultsFolder", "ConfigMismatchError", "TensorCache", "Checkpoint", "atomic_write", "fingerprint", "plain"]
+__all__ = ["ResultsFolder", "ConfigMismatchError", "TensorCache", "Checkpoint", "atomic_write", "fingerprint", "plain",
+           "save_state", "load_state"]
 
 CONFIG = "config.json"
 
@@ -45,6 +46,20 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def save_state(path: str | os.PathLike, state: Any) -> Path:
+    """`torch.save` a state dict (tensors and plain values) to `path`, atomically."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return atomic_write(path, buf.getvalue())
+
+
+def load_state(path: str | os.PathLike) -> Any:
+    """A state saved by `save_state`, read with `weights_only=True` (no code runs on load)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no saved state at {path}")
+    return torch.load(path, weights_only=True)
 
 
 def plain(obj: Any) -> Any:

@@ -41,6 +41,8 @@ concentrated near α = 0 (`alpha_power` > 1), and per-neuron paths (`mode="neuro
 """
 from __future__ import annotations
 
+import dataclasses
+import os
 import warnings
 from collections.abc import Sequence
 from contextlib import contextmanager
@@ -54,6 +56,7 @@ from transformer_lens import HookedEncoder
 from lensneurons.core.activations import collect, pad_id, right_pad, tokenize
 from lensneurons.core.models import HookedModel
 from lensneurons.core.neurons import NeuronSet
+from lensneurons.core.results import load_state, save_state
 from lensneurons.core.sites import check_layers, get_act_name, hook_name, site_width
 from lensneurons.core.stats import MeanVar
 
@@ -98,6 +101,21 @@ class Attribution:
     completeness_error: Float[Tensor, "layer"]  # |Σ_i Attr_i - (P - P_baseline)| / max(|P - P_baseline|, 1e-3 P)
     steps: int
     mode: str
+
+    def state_dict(self) -> dict:
+        """Tensors and plain values (`torch.load(..., weights_only=True)` reads them back)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> Attribution:
+        return cls(**state)
+
+    def save(self, path: str | os.PathLike) -> None:
+        save_state(path, self.state_dict())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Attribution:
+        return cls.from_state_dict(load_state(path))
 
     def to_frame(self):
         """One row per neuron of the attributed layers: layer, neuron, attribution (a pandas DataFrame)."""
