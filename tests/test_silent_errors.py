@@ -151,3 +151,29 @@ def test_own_data_for_every_lens():
     assert corpus.texts == ["a b", "c d"] and corpus.metadata == {"topic": ["x", None], "n": [1, 2]}
     with pytest.raises(ValueError, match="no text column"):
         from_frame(pd.DataFrame({"sentence": ["a"]}))
+
+
+def test_generation_from_a_prompt_returns_the_continuation():
+    from lensneurons.core.generation import generate_from_bos
+
+    model = toy_model(n_layers=1, d_model=16, d_mlp=16, n_ctx=32)
+    prompt = "The cat"
+    seeds = [3, 4]
+    got = generate_from_bos(model, seeds, max_new_tokens=5, prompt=prompt, progress=False)
+    # the same samples token by token without the KV cache: the full sequence, then strip the prompt
+    tok = model.tokenizer
+    for seed, text in zip(seeds, got):
+        g = torch.Generator().manual_seed(seed)
+        ids = [tok.bos_token_id] + tok(prompt, add_special_tokens=False)["input_ids"]
+        start = len(ids)
+        from lensneurons.core.generation import sample_next
+
+        for _ in range(5):
+            logits = model(torch.tensor([ids]))[:, -1]
+            nxt = int(sample_next(logits, [g])[0])
+            if nxt == tok.eos_token_id:
+                break
+            ids.append(nxt)
+        assert text == tok.decode(ids[start:], skip_special_tokens=True)
+    with pytest.raises(ValueError, match="context"):
+        generate_from_bos(model, seeds, max_new_tokens=40, prompt=prompt, progress=False)

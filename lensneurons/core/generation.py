@@ -1,4 +1,4 @@
-"""Seeded random sampling from the BOS token alone, many samples per batch.
+"""Seeded random sampling from the BOS token alone (or BOS and a prompt), many samples per batch.
 
 Each sample has its own seed and its own `torch.Generator`, so sample i is the same text whatever
 batch it runs in (up to floating-point differences of batched matrix products). Any hooks active on
@@ -51,19 +51,25 @@ def generate_from_bos(
     top_k: int | None = None,
     top_p: float | None = None,
     progress: bool = True,
+    prompt: str | None = None,
 ) -> list[str]:
-    """Texts sampled from [BOS] alone, one per seed (the language-neuron paper's protocol)."""
+    """Texts sampled from [BOS] alone, one per seed (the language-neuron paper's protocol); with `prompt`,
+    from [BOS] + the prompt, and only the continuation is returned (what a language identifier should judge)."""
     if len(seeds) == 0:
         raise ValueError("seeds is empty")
     if max_new_tokens < 1 or batch_size < 1:
         raise ValueError(f"max_new_tokens and batch_size must be >= 1, got {max_new_tokens} and {batch_size}")
     tok = model.tokenizer
+    start_ids = [tok.bos_token_id] + (tok(prompt, add_special_tokens=False)["input_ids"] if prompt else [])
+    if len(start_ids) + max_new_tokens > model.cfg.n_ctx:
+        raise ValueError(f"the prompt ({len(start_ids)} tokens with BOS) and {max_new_tokens} new tokens exceed the "
+                         f"model's context of {model.cfg.n_ctx}")
     texts: list[str] = []
     bar = tqdm(total=len(seeds) * max_new_tokens, desc="sampling", unit="tok", disable=not progress)
     for start in range(0, len(seeds), batch_size):
         chunk = list(seeds)[start : start + batch_size]
         generators = [torch.Generator().manual_seed(int(s)) for s in chunk]
-        tokens = torch.full((len(chunk), 1), tok.bos_token_id, dtype=torch.long, device=model.cfg.device)
+        tokens = torch.tensor([start_ids] * len(chunk), dtype=torch.long, device=model.cfg.device)
         cache = KeyValueCache.init_cache(model.cfg, model.cfg.device, len(chunk))
         out = []
         done = torch.zeros(len(chunk), dtype=torch.bool, device=model.cfg.device)

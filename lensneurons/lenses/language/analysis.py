@@ -219,8 +219,10 @@ class LanguageNeurons(Analysis):
         config: SteeringConfig = SteeringConfig(),
         k: int | None = None,
         progress: bool = False,
+        prompt: str | None = None,
     ) -> list[str]:
-        """Sample from [BOS] with `lang`'s neurons clamped (or without intervention for "none")."""
+        """Sample from [BOS] (and `prompt`, whose continuation alone is returned) with `lang`'s neurons clamped
+        (or without intervention for "none")."""
         edits = [] if which == "none" else [self.clamp(lang, which, k)]
         with patched(model, *edits):
             return generate_from_bos(
@@ -232,6 +234,7 @@ class LanguageNeurons(Analysis):
                 config.top_k,
                 config.top_p,
                 progress=progress,
+                prompt=prompt,
             )
 
 
