@@ -177,3 +177,49 @@ def test_generation_from_a_prompt_returns_the_continuation():
         assert text == tok.decode(ids[start:], skip_special_tokens=True)
     with pytest.raises(ValueError, match="context"):
         generate_from_bos(model, seeds, max_new_tokens=40, prompt=prompt, progress=False)
+
+
+# ----------------------------------------------------------------------------- bad inputs (issue 18)
+
+
+def test_collection_refuses_a_single_string_empty_texts_bad_lengths_and_empty_shards():
+    from lensneurons.core.activations import pooled_activations, tokenize
+
+    model = toy_model(n_layers=1, d_model=8, d_mlp=16, n_ctx=16)
+    with pytest.raises(TypeError, match="single string"):
+        pooled_activations(model, "hello world", progress=False)  # used to give one row per character
+    with pytest.raises(ValueError, match=r"texts \[1\] are empty"):
+        pooled_activations(model, ["a b", " "], progress=False)
+    for bad in (-1, 0, 1):  # -1 dropped the last token, 0 meant no truncation, 1 left BOS alone
+        with pytest.raises(ValueError, match="max_length"):
+            pooled_activations(model, ["a b c"], max_length=bad, progress=False)
+    long = "x" * 40  # longer than n_ctx = 16: cut to the context instead of an IndexError in pos_embed
+    assert len(tokenize(model, [long], max_length=100)[0]) == 16
+    assert pooled_activations(model, [long], progress=False).shape == (1, 1, 16)
+    with pytest.raises(ValueError, match="holds no text"):
+        pooled_activations(model, ["a", "b"], shard=(0, 3), progress=False)
+
+
+def test_nan_and_infinite_values_are_refused():
+    from lensneurons.core.patching import scale, set_to
+    from lensneurons.core.stats import welch_t
+
+    x = torch.randn(6, 3)
+    x[2, 1] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        welch_t(x, torch.tensor([True, False] * 3))
+    s = NeuronSet.from_pairs("mlp", 1, 4, torch.tensor([0]), torch.tensor([1]))
+    with pytest.raises(ValueError, match="finite"):
+        scale(s, float("nan"))
+    with pytest.raises(ValueError, match="finite"):
+        set_to(s, torch.tensor([float("inf")]))
+
+
+def test_sampling_settings_are_checked():
+    from lensneurons.core.generation import generate_from_bos
+
+    model = toy_model(n_layers=1, d_model=8, d_mlp=16, n_ctx=16)
+    for kwargs, match in ((dict(temperature=0.0), "temperature"), (dict(temperature=-1.0), "temperature"),
+                          (dict(top_k=0), "top_k"), (dict(top_p=1.5), "top_p")):
+        with pytest.raises(ValueError, match=match):
+            generate_from_bos(model, [1], max_new_tokens=2, progress=False, **kwargs)

@@ -37,13 +37,18 @@ def tokenize(
     append_eos: bool = False,
     max_length: int | None = None,
 ) -> list[list[int]]:
-    """Token ids per text, with BOS (the model's default) and optionally EOS; truncated to max_length."""
+    """Token ids per text, with BOS (the model's default) and optionally EOS; truncated to max_length (at most
+    the model's context, `n_ctx`)."""
     if model.tokenizer is None:
         raise ValueError("the model has no tokenizer; pass one to the HookedTransformer")
     if isinstance(texts, str):
         raise TypeError("texts must be a list of strings, not a single string")
     prepend_bos = model.cfg.default_prepend_bos if prepend_bos is None else prepend_bos
-    max_length = max_length or model.cfg.n_ctx
+    if max_length is not None and max_length < 1 + prepend_bos + append_eos:
+        raise ValueError(f"max_length must leave at least one token of the text besides BOS/EOS (or be None for "
+                         f"the model's context), got {max_length}")
+    # the model reads at most its context: a longer max_length is cut to it
+    max_length = model.cfg.n_ctx if max_length is None else min(max_length, model.cfg.n_ctx)
     tok = model.tokenizer
     out = []
     for ids in tok(list(texts), add_special_tokens=False)["input_ids"]:
@@ -142,13 +147,21 @@ def stream_pooled(
     """
     if pooling not in POOLINGS:
         raise ValueError(f"unknown pooling {pooling!r}; expected one of {POOLINGS}")
+    if isinstance(texts, str):
+        raise TypeError("texts must be a list of strings, not a single string (it would be read character by "
+                        "character); wrap one text in a list")
     layers = check_layers(model, layers)
     width = site_width(model, site)
     if len(texts) == 0:
         raise ValueError("texts is empty")
+    empty = [i for i, text in enumerate(texts) if not text.strip()]
+    if empty:
+        raise ValueError(f"texts {empty[:10]} are empty (no word to pool); drop them first")
     if shard is None and distributed.is_active():
         shard = (distributed.rank(), distributed.world_size())
     own = shard_range(len(texts), shard)
+    if len(own) == 0:
+        raise ValueError(f"shard {shard} of {len(texts)} texts holds no text; use fewer shards than texts")
     token_ids = tokenize(model, [texts[i] for i in own], append_eos=append_eos, max_length=max_length)
     skip_first = not include_bos and model.cfg.default_prepend_bos
     if skip_first and any(len(ids) < 2 for ids in token_ids):

@@ -20,6 +20,15 @@ except ImportError:  # TransformerLens 2.x
     from transformer_lens.past_key_value_caching import HookedTransformerKeyValueCache as KeyValueCache
 
 
+def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0 (lower is closer to greedy), got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be >= 1 or None, got {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"top_p must lie in (0, 1] or be None, got {top_p}")
+
+
 def sample_next(
     logits: Float[Tensor, "batch vocab"],
     generators: Sequence[torch.Generator],
@@ -28,6 +37,7 @@ def sample_next(
     top_p: float | None = None,
 ) -> Int[Tensor, "batch"]:
     """One token per row, drawn with that row's generator (Gumbel-max over the filtered distribution)."""
+    check_sampling(temperature, top_k, top_p)
     logits = logits.float() / temperature
     if top_k is not None:
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
@@ -59,6 +69,7 @@ def generate_from_bos(
         raise ValueError("seeds is empty")
     if max_new_tokens < 1 or batch_size < 1:
         raise ValueError(f"max_new_tokens and batch_size must be >= 1, got {max_new_tokens} and {batch_size}")
+    check_sampling(temperature, top_k, top_p)
     tok = model.tokenizer
     start_ids = [tok.bos_token_id] + (tok(prompt, add_special_tokens=False)["input_ids"] if prompt else [])
     if len(start_ids) + max_new_tokens > model.cfg.n_ctx:

@@ -39,6 +39,8 @@ class NeuronEdit:
             raise ValueError(f"unknown edit op {self.op!r}; expected 'set' or 'scale'")
         if self.values.shape != (len(self.neurons),):
             raise ValueError(f"{len(self.neurons)} neurons but {tuple(self.values.shape)} values")
+        if not torch.isfinite(self.values).all():
+            raise ValueError(f"edit values must be finite numbers; got {self.values[~torch.isfinite(self.values)][:5].tolist()}")
 
     def state_dict(self) -> dict:
         """Plain values and a tensor (`torch.load(..., weights_only=True)` reads it back)."""

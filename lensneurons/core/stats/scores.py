@@ -216,6 +216,8 @@ def welch_t(x: Float[Tensor, "text *neuron"], labels: Bool[Tensor, "text"]) -> F
         raise ValueError(f"labels has shape {tuple(labels.shape)} but x has {x.shape[0]} rows")
     if labels.dtype != torch.bool:
         raise ValueError(f"labels must be a bool tensor, got {labels.dtype}")
+    if torch.isnan(x).any():
+        raise ValueError("x contains NaN: Welch's t of a neuron with a NaN value is undefined; drop or fill them")
     labels = labels.to(x.device)
     n1 = int(labels.sum())
     n2 = x.shape[0] - n1
