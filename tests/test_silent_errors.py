@@ -223,3 +223,11 @@ def test_sampling_settings_are_checked():
                           (dict(top_k=0), "top_k"), (dict(top_p=1.5), "top_p")):
         with pytest.raises(ValueError, match=match):
             generate_from_bos(model, [1], max_new_tokens=2, progress=False, **kwargs)
+
+
+def test_integrated_gradients_refuses_a_prompt_longer_than_the_context():
+    from lensneurons.lenses.knowledge.attribution import integrated_gradients
+
+    model = toy_model(n_layers=1, d_model=8, d_mlp=16, n_ctx=16)
+    with pytest.raises(ValueError, match="more than the model's context"):  # used to cut the prompt's end
+        integrated_gradients(model, "x" * 30, " y", steps=2, warn=False)

@@ -144,6 +144,9 @@ def encode(model: HookedModel, prompt: str, answer: str | int, scoring: str = "j
     if isinstance(model, HookedEncoder):
         return _encode_masked(model, prompt, answer_ids, scoring)
     prompt_ids = tokenize(model, [prompt])[0]
+    n_prompt = len(model.tokenizer(prompt, add_special_tokens=False)["input_ids"]) + model.cfg.default_prepend_bos
+    if n_prompt > len(prompt_ids):  # tokenize cut it to the context: the answer position would be wrong
+        raise ValueError(f"the prompt needs {n_prompt} tokens, more than the model's context ({model.cfg.n_ctx})")
     if scoring == "joint":
         ids, targets = prompt_ids + answer_ids[:-1], answer_ids
     else:
