@@ -119,3 +119,29 @@ def test_an_interrupted_write_leaves_the_old_file(tmp_path, monkeypatch):
         folder.json("table.json", {"v": 2})
     assert json.loads((tmp_path / "table.json").read_text()) == {"v": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["table.json"]  # no temporary file left behind
+
+
+@pytest.mark.parametrize("name", list(STUDIES))
+def test_a_bad_value_fails_before_data_or_model_load(name, tmp_path, monkeypatch, capsys):
+    import dataclasses
+
+    import lensneurons.core.models
+    from lensneurons.cli import main
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before the configuration was checked")
+
+    monkeypatch.setattr(lensneurons.core.models, "load_model", no_model)
+    s = study(name)
+    defaults = s.configure()
+    bounded = next(f for f in dataclasses.fields(s.config) if f.metadata.get("low") == 1
+                   and type(getattr(defaults, f.name)) is int)
+    flag = f"--{bounded.name.replace('_', '-')}"
+    with pytest.raises(SystemExit) as exit_info:
+        main([name, flag, "0", "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    assert f"{flag} must be >= 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ValueError, match=f"{flag} must be >= 1"):
+        ResultsFolder.claim(tmp_path / "api", s.configure(**{bounded.name: 0}))
+    assert not (tmp_path / "api").exists()

@@ -173,7 +173,10 @@ class ResultsFolder:
 
     @classmethod
     def claim(cls, path: str | os.PathLike, config: Any) -> ResultsFolder:
-        """The results folder of one configuration: saved first, resumed when equal, refused when not."""
+        """The results folder of one configuration: checked (`config.check()`, where it has one) and saved first,
+        resumed when equal, refused when not."""
+        if hasattr(config, "check"):
+            config.check()
         want = _as_config(config)
         saved = Path(path) / CONFIG
         if saved.exists():

@@ -23,10 +23,12 @@ __all__ = ["StudyConfig", "Study", "param"]
 
 
 def param(default: Any = MISSING, help: str = "", *, factory: Callable[[], Any] | None = None,
-          flags: tuple[str, ...] = (), choices: tuple | None = None) -> Any:
+          flags: tuple[str, ...] = (), choices: tuple | None = None, low: float | int | None = None,
+          high: float | int | None = None) -> Any:
     """A config field with its help text; `flags` are extra option names (e.g. `--seed`), `choices` the
-    allowed values. Mutable defaults go through `factory`."""
-    metadata = {"help": help, "flags": flags, "choices": choices}
+    allowed values, `low` / `high` inclusive bounds of a number (or of every number of a list), checked by
+    `StudyConfig.check` before any work. Mutable defaults go through `factory`."""
+    metadata = {"help": help, "flags": flags, "choices": choices, "low": low, "high": high}
     if factory is not None:
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -50,6 +52,23 @@ class StudyConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def check(self) -> None:
+        """Every field against its declared choices and bounds: a bad value fails here, before data or a model
+        are loaded, with the flag's name."""
+        for f in dataclasses.fields(self):
+            value, meta = getattr(self, f.name), f.metadata
+            values = value if isinstance(value, (list, tuple)) else [value]
+            flag = f"--{f.name.replace('_', '-')}"
+            for v in values:
+                if v is None:
+                    continue
+                if meta.get("choices") and v not in meta["choices"]:
+                    raise ValueError(f"{flag} must be one of {list(meta['choices'])}, got {v!r}")
+                if meta.get("low") is not None and v < meta["low"]:
+                    raise ValueError(f"{flag} must be >= {meta['low']}, got {v!r}")
+                if meta.get("high") is not None and v > meta["high"]:
+                    raise ValueError(f"{flag} must be <= {meta['high']}, got {v!r}")
 
 
 # ---------------------------------------------------------------------------------------------- CLI
@@ -128,6 +147,7 @@ class Study:
         from lensneurons.core.models import load_model
 
         cfg = self.config_from_args(args)
+        cfg.check()
         started = time.time()
         data = self.prepare(cfg) if self.prepare is not None else None
         model = load_model(cfg.model, device=args.device)

@@ -49,12 +49,12 @@ class KnowledgeNeuronsConfig(StudyConfig):
     model: str = param("gemma-3-270m", "embedded model or any TransformerLens name (BERT names: masked-LM prompts)")
     data: str = param("pararel", "facts: PARAREL relations or LAMA ConceptNet concepts", choices=("pararel", "lama"))
     relations: list[str] | None = param(None, "PARAREL relations, e.g. P36 P103 (none: all)")
-    n_concepts: int = param(200, "facts / concepts kept (answered correctly), drawn in seeded random order")
-    max_prompts: int = param(8, "prompts per concept (the first ones)")
-    min_correct: float = param(0.5, "fraction of a concept's prompts the model must answer correctly (top-1)")
-    steps: int = param(20, "Riemann steps of integrated gradients")
-    t: float = param(0.2, "per-prompt threshold, a fraction of the prompt's largest attribution")
-    p: float = param(50.0, "sharing percentage in (0, 100]: a neuron must pass t in this share of the prompts")
+    n_concepts: int = param(200, "facts / concepts kept (answered correctly), drawn in seeded random order", low=1)
+    max_prompts: int = param(8, "prompts per concept (the first ones)", low=2)
+    min_correct: float = param(0.5, "fraction of a concept's prompts the model must answer correctly (top-1)", low=0.0, high=1.0)
+    steps: int = param(20, "Riemann steps of integrated gradients", low=1)
+    t: float = param(0.2, "per-prompt threshold, a fraction of the prompt's largest attribution", low=0.0, high=1.0)
+    p: float = param(50.0, "sharing percentage in (0, 100]: a neuron must pass t in this share of the prompts", low=0.0, high=100.0)
     baseline: str = param("auto", "IG baseline: zero, mean (each neuron's mean activation over the prompts) or "
                                   "auto (mean where the model normalises after the MLP)",
                           choices=("auto", "zero", "mean"))
@@ -62,7 +62,7 @@ class KnowledgeNeuronsConfig(StudyConfig):
     scoring: str = param("auto", "multi-token answers: auto (joint for causal LMs, single for masked LMs) | joint | "
                                  "first | single", choices=("auto", "joint", "first", "single"))
     unrelated: str | None = param(None, "fixed unrelated concept, a key of the data (none: one of the rarest relation)")
-    n_random: int = param(5, "random other concepts whose prompts each edit is measured on")
+    n_random: int = param(5, "random other concepts whose prompts each edit is measured on", low=0)
     random_state: int = param(0, "seed of the concept order and the random targets", flags=("--seed",))
     lama_path: str | None = param(None, "LAMA ConceptNet file (none: under the data directory)")
 

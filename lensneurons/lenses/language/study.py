@@ -37,20 +37,20 @@ class LanguageNeuronsConfig(StudyConfig):
     data: str = param("kojima2024", "sentence sets: the paper's (kojima2024) or FLORES-200 (flores200)",
                       choices=("kojima2024", "flores200"))
     languages: list[str] | None = param(None, "languages (none: the dataset's default set)")
-    n_positive: int | None = param(None, "kojima2024 positives per language (none: all 500)")
-    n_negative: int | None = param(None, "kojima2024 negatives per language (none: all 2,500)")
-    n_per_language: int = param(500, "flores200 sentences per language")
-    k: int = param(1000, "top-k and bottom-k neurons per language")
+    n_positive: int | None = param(None, "kojima2024 positives per language (none: all 500)", low=1)
+    n_negative: int | None = param(None, "kojima2024 negatives per language (none: all 2,500)", low=1)
+    n_per_language: int = param(500, "flores200 sentences per language", low=1)
+    k: int = param(1000, "top-k and bottom-k neurons per language", low=1)
     pooling: str = param("mean", "pooling of each text's token activations", choices=("mean", "last", "max"))
-    batch_size: int = param(16, "texts per forward pass")
-    max_length: int = param(256, "tokens kept per text")
-    seeds: int = param(100, "generations per steering condition (seeds 1..N)")
-    max_new_tokens: int = param(32, "tokens generated per sample")
-    gen_batch_size: int = param(100, "samples generated together")
+    batch_size: int = param(16, "texts per forward pass", low=1)
+    max_length: int = param(256, "tokens kept per text", low=2)
+    seeds: int = param(100, "generations per steering condition (seeds 1..N)", low=1)
+    max_new_tokens: int = param(32, "tokens generated per sample", low=1)
+    gen_batch_size: int = param(100, "samples generated together", low=1)
     ablation_ks: list[int] = param(help="k values of the k-ablation (empty: skip it)",
-                                   factory=lambda: [100, 316, 1000, 3162, 10000, 18432])
+                                   factory=lambda: [100, 316, 1000, 3162, 10000, 18432], low=1)
     ablation_which: str = param("both", "neuron set clamped in the k-ablation", choices=("top", "bottom", "both"))
-    ablation_seeds: int = param(100, "generations per k and language in the k-ablation")
+    ablation_seeds: int = param(100, "generations per k and language in the k-ablation", low=1)
 
     presets: ClassVar[dict] = {
         # the paper's protocol on its own sentence sets
