@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError, ModuleNotFoundError) as err:
+    except (ValueError, TypeError, OSError, ModuleNotFoundError) as err:
+        # the expected failures (bad values, missing data or packages, unwritable places) as one line
         print(f"lensneurons: error: {err}", file=sys.stderr)
         sys.exit(2)
 

@@ -447,6 +447,24 @@ def test_classifier_needs_enough_sentences_with_the_field():
         CorpusNeurons(k=4, min_known=0).fit_activations(acts, Corpus(texts, meta))
 
 
+def test_a_field_empty_for_every_sentence_dominates_nothing(model, tmp_path):
+    # the NLTK corpora name "genre", "pro_con" and "president"; a subset of corpora can leave one all None
+    texts = _sentences(12, seed=4)
+    meta = {"genre": [None] * 12, "label": ["a" if i % 2 else "b" for i in range(12)]}
+    cn = CorpusNeurons(k=3, n_sample=0).fit_activations(torch.randn(12, 1, 4), Corpus(texts, meta))
+    share, labels = cn.label_dominance("genre")
+    assert share.eq(0).all() and labels == [[None] * 4]
+    assert cn.classifier_neurons("genre") == []
+    assert "genre" not in cn.describe(0, 0, patterns=False).classifier_like
+
+    from lensneurons.lenses.corpus.study import RunConfig, run
+    cfg = RunConfig(k=3, n_sample=6, layers=[0], sse_k_max=0, n_describe=1, patterns=False,
+                    label_fields=["genre", "label"])
+    result = run(model, cfg, tmp_path / "out", corpus=Corpus(texts, meta), progress=False)
+    assert all(r["field"] == "label" for r in result["classifier_neurons"])
+    assert (tmp_path / "out" / "index.html").exists()
+
+
 # --------------------------------------------------------------------------- SSE curves of top-set embeddings
 
 

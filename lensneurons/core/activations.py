@@ -30,6 +30,24 @@ class TokenBatch:
     ids: Int[Tensor, "batch"]  # positions of these texts in the caller's list
 
 
+def check_texts(texts: Sequence[str]) -> None:
+    """Refuse what is not a list of valid strings, naming what was given instead."""
+    if isinstance(texts, str):
+        raise TypeError("texts must be a list of strings, not a single string (it would be read character by "
+                        "character); wrap one text in a list")
+    if not isinstance(texts, Sequence):
+        raise TypeError(f"texts must be a list (or other sequence) of strings, got a {type(texts).__name__}; "
+                        f"pass list(texts)")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"texts[{i}] is a {type(text).__name__}, not a string: {text!r:.80}")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise ValueError(f"texts[{i}] is not valid Unicode: {err.reason} at character {err.start} "
+                             f"({text[max(0, err.start - 20):err.start]!r} ...)") from None
+
+
 def tokenize(
     model: HookedTransformer,
     texts: Sequence[str],
@@ -41,8 +59,7 @@ def tokenize(
     the model's context, `n_ctx`)."""
     if model.tokenizer is None:
         raise ValueError("the model has no tokenizer; pass one to the HookedTransformer")
-    if isinstance(texts, str):
-        raise TypeError("texts must be a list of strings, not a single string")
+    check_texts(texts)
     prepend_bos = model.cfg.default_prepend_bos if prepend_bos is None else prepend_bos
     if max_length is not None and max_length < 1 + prepend_bos + append_eos:
         raise ValueError(f"max_length must leave at least one token of the text besides BOS/EOS (or be None for "
@@ -147,9 +164,7 @@ def stream_pooled(
     """
     if pooling not in POOLINGS:
         raise ValueError(f"unknown pooling {pooling!r}; expected one of {POOLINGS}")
-    if isinstance(texts, str):
-        raise TypeError("texts must be a list of strings, not a single string (it would be read character by "
-                        "character); wrap one text in a list")
+    check_texts(texts)
     layers = check_layers(model, layers)
     width = site_width(model, site)
     if len(texts) == 0:

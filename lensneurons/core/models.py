@@ -4,6 +4,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -41,7 +42,7 @@ def load_model(
     `HookedTransformer.from_pretrained` (`HookedEncoder.from_pretrained` for BERT), which needs the
     Hugging Face hub (or its local cache).
     """
-    device = _resolve_device(device)
+    device = resolve_device(device)
     if name in EMBEDDED_MODELS:
         return _load_embedded(name, device, dtype)
     from transformer_lens.loading_from_pretrained import get_official_model_name
@@ -80,10 +81,13 @@ def _load_masked_lm(name: str, device: torch.device, dtype: torch.dtype) -> Hook
         return HookedEncoder.from_pretrained(name, device=str(device), dtype=dtype).eval()
 
 
-def _resolve_device(device: str | torch.device | None) -> torch.device:
+def resolve_device(device: str | torch.device | None) -> torch.device:
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"unknown device {device!r}; expected cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device='cuda' was requested but torch sees no GPU (torch.cuda.is_available() is False)")
     return device
@@ -127,16 +131,63 @@ def _dequantised_checkpoint(name: str, package: str) -> Path:
     """Dequantise the GGUF once into an HF checkpoint folder; later loads read it in seconds."""
     gguf_pkg = __import__(package)
     folder = cache_dir() / f"{name}-{gguf_pkg.EXPECTED_SHA256[:12]}"
-    if (folder / "COMPLETE").exists():
+    problem = cache_problem(folder)
+    if problem is None:
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     # Processes that load the model for the first time at once (test workers, notebook kernels) take
     # turns: the first dequantises, the others find its finished folder.
     with open(folder.parent / f".{folder.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if (folder / "COMPLETE").exists():
+        problem = cache_problem(folder)
+        if problem is None:
             return folder
+        if folder.exists():
+            from tqdm.auto import tqdm
+
+            tqdm.write(f"lensneurons: the cached {name} in {folder} cannot be trusted ({problem}); rebuilding it")
         return _dequantise(name, gguf_pkg, folder)
+
+
+MANIFEST = "COMPLETE"
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_cache_manifest(folder: Path, **info) -> None:
+    """Record the size and SHA-256 of every file in `folder` (in `COMPLETE`, written last)."""
+    files = {p.name: {"size": p.stat().st_size, "sha256": _file_digest(p)}
+             for p in sorted(folder.iterdir()) if p.is_file() and p.name != MANIFEST}
+    (folder / MANIFEST).write_text(json.dumps({**info, "files": files}, indent=1) + "\n")
+
+
+def cache_problem(folder: Path) -> str | None:
+    """Why the cached checkpoint in `folder` cannot be used (missing, unfinished, changed on disk), or None.
+
+    Every file's size and SHA-256 are checked against the manifest written when the cache was made
+    (hashing the ~1 GB of float32 weights takes about two seconds)."""
+    manifest = folder / MANIFEST
+    if not manifest.exists():
+        return "not made yet" if not folder.exists() else "unfinished: it has no manifest"
+    try:
+        files = json.loads(manifest.read_text())["files"]
+    except (ValueError, KeyError, TypeError):
+        return "made by an older lensneurons that recorded no file digests"
+    for name, want in files.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != want["size"]:
+            return f"{name} has {path.stat().st_size} bytes, {want['size']} when it was made"
+        if _file_digest(path) != want["sha256"]:
+            return f"{name} changed since it was made (SHA-256 differs)"
+    return None
 
 
 def _dequantise(name: str, gguf_pkg, folder: Path) -> Path:
@@ -161,7 +212,7 @@ def _dequantise(name: str, gguf_pkg, folder: Path) -> Path:
     try:
         hf_model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
-        (staging / "COMPLETE").write_text(f"{gguf_pkg.EXPECTED_SHA256}\n")
+        write_cache_manifest(staging, gguf_sha256=gguf_pkg.EXPECTED_SHA256)
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(staging, folder)

@@ -191,6 +191,9 @@ class NeuronSet:
 
     @classmethod
     def from_dict(cls, d: Mapping) -> NeuronSet:
+        missing = [key for key in ("site", "n_layers", "width", "neurons") if key not in d]
+        if missing:
+            raise ValueError(f"not a saved NeuronSet: it lacks {missing} (it has {sorted(d)})")
         pairs = torch.tensor(d["neurons"], dtype=torch.long).reshape(-1, 2)
         return cls.from_pairs(d["site"], d["n_layers"], d["width"], pairs[:, 0], pairs[:, 1])
 
@@ -199,7 +202,16 @@ class NeuronSet:
 
     @classmethod
     def load(cls, path: str | Path) -> NeuronSet:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        try:
+            d = json.loads(Path(path).read_text(encoding="utf-8"))
+        except ValueError as err:  # JSONDecodeError and undecodable bytes
+            raise ValueError(f"{path} is not a saved NeuronSet (JSON written by NeuronSet.save): {err}") from None
+        if not isinstance(d, Mapping):
+            raise ValueError(f"{path} is not a saved NeuronSet: it holds a {type(d).__name__}, not an object")
+        try:
+            return cls.from_dict(d)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
 
 
 def overlap_matrix(sets: Mapping[str, NeuronSet]) -> Int[Tensor, "row col"]:
@@ -207,7 +219,7 @@ def overlap_matrix(sets: Mapping[str, NeuronSet]) -> Int[Tensor, "row col"]:
     names = list(sets)
     if not names:
         raise ValueError("overlap_matrix needs at least one neuron set")
-    masks = torch.stack([sets[n].mask().flatten() for n in names]).to(torch.int64)
     for n in names[1:]:
         sets[names[0]]._check_compatible(sets[n])
+    masks = torch.stack([sets[n].mask().flatten() for n in names]).to(torch.int64)
     return masks @ masks.T

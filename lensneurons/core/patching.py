@@ -88,6 +88,8 @@ def edit_hooks(
     in a right-padded batch)."""
     if positions is not None and row_positions is not None:
         raise ValueError("give positions (the same for every row) or row_positions (one per row), not both")
+    given = positions if positions is not None else row_positions
+    span = (int(given.min()), int(given.max())) if isinstance(given, Tensor) and given.numel() else None
     if isinstance(positions, Tensor):
         positions = positions.long()[:, None]  # (p, 1) against (1, k) neuron indices: a p×k block
     where = slice(None) if positions is None else positions
@@ -112,6 +114,9 @@ def edit_hooks(
         def hook(act: Tensor, hook) -> Tensor:
             if row_positions is not None and act.shape[0] != len(row_positions):
                 raise ValueError(f"row_positions has {len(row_positions)} entries but the batch has {act.shape[0]} rows")
+            if span is not None and not (-act.shape[1] <= span[0] and span[1] < act.shape[1]):
+                raise ValueError(f"edit positions {span[0]}..{span[1]} are outside this input of {act.shape[1]} "
+                                 f"positions (0..{act.shape[1] - 1}, or negative from the end)")
             if act.device not in cached:
                 dev = act.device
 

@@ -32,11 +32,26 @@ class ConfigMismatchError(ValueError):
     """A results folder holds results of another configuration."""
 
 
+PARTIAL = ".partial"  # suffix of the temporary file of a write in progress (one left by a killed run is stale)
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+_FILE_MODE = 0o666 & ~_UMASK
+
+
+def remove_partial_writes(folder: str | os.PathLike) -> int:
+    """Delete the temporary files that killed writes left under `folder`; how many there were."""
+    stale = [p for p in Path(folder).rglob(f".*{PARTIAL}") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return len(stale)
+
+
 def atomic_write(path: str | os.PathLike, data: bytes) -> Path:
     """Write `data` to `path` through a flushed temporary file in the same folder and a rename."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=PARTIAL)
     try:
+        os.fchmod(fd, _FILE_MODE)  # mkstemp makes 0600; results follow the umask like any other file
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -172,11 +187,13 @@ class ResultsFolder:
         self.path.mkdir(parents=True, exist_ok=True)
 
     @classmethod
-    def claim(cls, path: str | os.PathLike, config: Any) -> ResultsFolder:
-        """The results folder of one configuration: checked (`config.check()`, where it has one) and saved first,
-        resumed when equal, refused when not."""
+    def claim(cls, path: str | os.PathLike, config: Any, model: Any = None) -> ResultsFolder:
+        """The results folder of one configuration: checked (`config.check()` and, given the model,
+        `config.check_model(model)`, where it has them) and saved first, resumed when equal, refused when not."""
         if hasattr(config, "check"):
             config.check()
+        if model is not None and hasattr(config, "check_model"):
+            config.check_model(model)
         want = _as_config(config)
         saved = Path(path) / CONFIG
         if saved.exists():
@@ -186,6 +203,7 @@ class ResultsFolder:
                 raise ConfigMismatchError(
                     f"{path} holds results of a different configuration ({diff}); choose another --out or delete it")
         folder = cls(path)
+        remove_partial_writes(folder.path)  # one run per folder: any write in progress was killed
         if not saved.exists():
             folder.json(CONFIG, want)
         return folder

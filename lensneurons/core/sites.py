@@ -45,6 +45,8 @@ def check_layers(model: HookedModel, layers: int | list[int] | range | None) -> 
         layers = [layers]
     out = []
     for layer in layers:
+        if isinstance(layer, bool) or not isinstance(layer, int):
+            raise TypeError(f"layers must be whole numbers, got {layer!r} ({type(layer).__name__}) in {layers!r}")
         if not -n <= layer < n:
             raise ValueError(f"layer {layer} is out of range for a model with {n} layers (0..{n - 1})")
         out.append(layer % n)

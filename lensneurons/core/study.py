@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import time
 import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 __all__ = ["StudyConfig", "Study", "param"]
@@ -69,6 +71,22 @@ class StudyConfig:
                     raise ValueError(f"{flag} must be >= {meta['low']}, got {v!r}")
                 if meta.get("high") is not None and v > meta["high"]:
                     raise ValueError(f"{flag} must be <= {meta['high']}, got {v!r}")
+
+    def check_model(self, model: Any) -> None:
+        """The values that depend on the model (layers, site; subclasses add theirs), checked once it has loaded
+        and before anything is written."""
+        from lensneurons.core.sites import check_layers, site_width
+
+        if getattr(self, "layers", None) is not None:
+            try:
+                check_layers(model, self.layers)
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"--layers: {err}") from None
+        if getattr(self, "site", None) is not None:
+            try:
+                site_width(model, self.site)
+            except ValueError as err:
+                raise ValueError(f"--site: {err}") from None
 
 
 # ---------------------------------------------------------------------------------------------- CLI
@@ -144,16 +162,28 @@ class Study:
         return self.configure(getattr(args, "preset", None), **given)
 
     def main(self, args: argparse.Namespace) -> dict:
-        from lensneurons.core.models import load_model
+        from lensneurons.core.models import load_model, resolve_device
 
         cfg = self.config_from_args(args)
         cfg.check()
+        device = resolve_device(args.device)
+        check_writable(args.out)
         started = time.time()
         data = self.prepare(cfg) if self.prepare is not None else None
-        model = load_model(cfg.model, device=args.device)
+        model = load_model(cfg.model, device=device)
         kwargs = {self.data_keyword: data} if data is not None else {}
         result = self.run(model, cfg, args.out, progress=not args.quiet, **kwargs)
         if self.report is not None:
             print(self.report(result))
         print(f"\nResults, tables and figures are in {result['out']}/ ({time.time() - started:.0f} s)")
         return result
+
+
+def check_writable(out: str | os.PathLike) -> None:
+    """Refuse a results folder that is a file or lies where nothing can be written, before any work."""
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder")
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out}: cannot create or write to it ({existing} is not writable)")

@@ -104,6 +104,9 @@ def _dominant(
     """
     labels = codes[top_ids.reshape(top_ids.shape[0], -1)]  # (k, n)
     known = labels >= 0
+    if n_labels == 0:  # a field present in the metadata but empty for every sentence: nothing dominates
+        none = torch.zeros(labels.shape[1], dtype=torch.float64), torch.zeros(labels.shape[1], dtype=torch.int64)
+        return none[0].reshape(top_ids.shape[1:]), none[1].reshape(top_ids.shape[1:])
     counts = torch.zeros(n_labels + 1, labels.shape[1], dtype=torch.float64)
     counts.scatter_add_(0, torch.where(known, labels, n_labels), torch.ones_like(labels, dtype=torch.float64))
     counts = counts[:n_labels]

@@ -155,7 +155,7 @@ def run(model: HookedTransformer, cfg: RunConfig, out: str | Path, corpus: Optio
         raise ValueError(f"params must be one of {PARAM_SETS} and optimizer one of {OPTIMIZERS}")
     corpus = load_corpus(cfg) if corpus is None else corpus
     groups = sentence_groups(corpus, cfg)
-    folder = ResultsFolder.claim(out, cfg)
+    folder = ResultsFolder.claim(out, cfg, model)
     timings = {}
 
     started = time.time()

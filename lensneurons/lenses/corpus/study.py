@@ -111,7 +111,7 @@ def run(
 ) -> dict:
     """Run the study into folder `out`; `corpus` defaults to the one `cfg` names."""
     corpus = load_corpus(cfg) if corpus is None else corpus
-    folder = ResultsFolder.claim(out, cfg)
+    folder = ResultsFolder.claim(out, cfg, model)
     timings = {}
 
     started = time.time()

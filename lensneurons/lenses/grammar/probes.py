@@ -135,6 +135,11 @@ def _masked_mean_std(x: Tensor, v: Tensor, n: Tensor) -> tuple[Tensor, Tensor]:
 def _check_xy(x: Tensor, y: Tensor) -> None:
     if y.shape != x.shape[:2]:
         raise ValueError(f"labels have shape {tuple(y.shape)} but features have {tuple(x.shape[:2])} (group, text)")
+    bad = ~torch.isfinite(x)
+    if bad.any():
+        group, text, neuron = bad.nonzero()[0].tolist()
+        raise ValueError(f"features contain {int(bad.sum())} NaN/inf values (first: group {group}, text {text}, "
+                         f"neuron {neuron}); a probe on them has NaN logits. Drop or fill them first")
 
 
 def train_probes(

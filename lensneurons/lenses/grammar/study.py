@@ -62,6 +62,17 @@ class SparseProbingConfig(StudyConfig):
                      lams=[1.0, 0.2, 0.05], n_random=2, steps=150),
     }
 
+    def check_model(self, model) -> None:
+        super().check_model(model)
+        layers = check_layers(model, self.layers)
+        if self.cross_layer is not None and (not -model.cfg.n_layers <= self.cross_layer < model.cfg.n_layers
+                                             or self.cross_layer % model.cfg.n_layers not in layers):
+            raise ValueError(f"--cross-layer {self.cross_layer} is not among the probed layers {layers}")
+        too_wide = [k for k in (self.ks or []) + (self.random_ks or []) if k > model.cfg.d_model]
+        if too_wide:
+            raise ValueError(f"--ks / --random-ks {too_wide} exceed the residual width of the model "
+                             f"({model.cfg.d_model} units per layer)")
+
 
 RunConfig = SparseProbingConfig
 
@@ -75,7 +86,7 @@ def run(model: HookedTransformer, cfg: SparseProbingConfig, out: str | Path,
     """Run the study into folder ``out``; ``pairs`` ({task: minimal pairs}) default to the BLiMP tasks ``cfg``
     names. The activation store is reused when it is complete, and a finished fit (``probes.pt``) too."""
     pairs = load_blimp(cfg.tasks, limit=cfg.n_pairs) if pairs is None else pairs
-    folder = ResultsFolder.claim(out, cfg)
+    folder = ResultsFolder.claim(out, cfg, model)
     layers = check_layers(model, cfg.layers)
     store_path = Path(cfg.store) if cfg.store else folder.path / "activations"
     started = time.time()
@@ -86,10 +97,8 @@ def run(model: HookedTransformer, cfg: SparseProbingConfig, out: str | Path,
     timings = {"extraction_s": round(time.time() - started, 1), "store_bytes": store.nbytes()}
     if cfg.cross_layer is None:
         cross_layer = len(layers) // 2
-    elif cfg.cross_layer % model.cfg.n_layers in layers:
+    else:  # among the probed layers: checked by claim
         cross_layer = layers.index(cfg.cross_layer % model.cfg.n_layers)
-    else:
-        raise ValueError(f"cross_layer {cfg.cross_layer} is not among the probed layers {layers}")
     sp = SparseProbing(
         lams=cfg.lams, ks=cfg.ks, random_ks=cfg.random_ks, n_random=cfg.n_random, top_fraction=cfg.top_fraction,
         test_fraction=cfg.test_fraction, cross_layer=cross_layer, cross_lam=cfg.cross_lam, C=cfg.C, steps=cfg.steps,

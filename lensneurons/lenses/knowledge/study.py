@@ -109,7 +109,7 @@ def run(
     Resumable: the facts selected from the dataset (`selection.json`, reused while the configuration is the
     same) and every prompt's attribution (`ig_cache/`) are saved as soon as they are computed.
     """
-    folder = ResultsFolder.claim(out, cfg)
+    folder = ResultsFolder.claim(out, cfg, model)
     started = time.time()
     if prompts is None:
         mask = model.tokenizer.mask_token if isinstance(model, HookedEncoder) else None

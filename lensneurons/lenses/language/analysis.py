@@ -109,6 +109,10 @@ class LanguageNeurons(Analysis):
                 f"scores {tuple(scores.shape)} and medians {tuple(medians.shape)} must have the same shape, "
                 f"with one row per language ({len(languages)})"
             )
+        for name, t in (("scores", scores), ("medians", medians), ("mean_differences", mean_differences)):
+            if t is not None and torch.isnan(t).any():
+                raise ValueError(f"{name} contain {int(torch.isnan(t).sum())} NaN values: a NaN has no rank "
+                                 f"(nor is it a value to clamp to)")
         out = cls(k=k, site=site)
         out._set_scores(scores.float(), medians.float(), languages,
                         None if mean_differences is None else mean_differences.float())

@@ -28,6 +28,7 @@ from lensneurons.data.multilingual import LanguageTexts, flores200, kojima2024
 from lensneurons.core.memory import map_large_blocks, release_freed_memory
 from lensneurons.core.models import weights_digest
 from lensneurons.core.results import ResultsFolder, fingerprint
+from lensneurons.core.sites import site_width
 from lensneurons.core.study import Study, StudyConfig, param
 
 
@@ -62,6 +63,13 @@ class LanguageNeuronsConfig(StudyConfig):
         "flores17": dict(data="flores200", n_per_language=200, ablation_ks=[]),
     }
 
+    def check_model(self, model) -> None:
+        super().check_model(model)
+        half = model.cfg.n_layers * site_width(model, "mlp") // 2
+        if self.k > half:
+            raise ValueError(f"--k must be at most half the model's MLP neurons ({half}) so that the top-k and "
+                             f"bottom-k sets do not overlap, got {self.k}")
+
 
 RunConfig = LanguageNeuronsConfig
 
@@ -85,7 +93,7 @@ def run(
     """
     map_large_blocks()
     data = load_texts(cfg) if data is None else data
-    folder = ResultsFolder.claim(out, cfg)
+    folder = ResultsFolder.claim(out, cfg, model)
     timings = folder.read_json("timings.json", {})
 
     key = fingerprint(weights_digest(model), data.texts, "mlp", cfg.pooling, cfg.max_length)
