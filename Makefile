@@ -8,7 +8,7 @@ OUT    ?= results/demo
 # Real datasets (see ../shared/data/README.md); override to point elsewhere.
 export LENSNEURONS_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: demo test test-fast bench reproduce-L results-docs tutorials install clean
+.PHONY: demo test test-fast bench reproduce-L results-docs tutorials docs install clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ test-fast: $(STAMP)
 # Re-run the tutorials at their small size and save them with their outputs (about 20 min on 2 cores).
 tutorials: $(STAMP)
 	$(PY) tutorials/execute.py
+
+# The API reference from the docstrings, into build/docs (warnings are errors, as in the tests).
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run_all

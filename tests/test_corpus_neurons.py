@@ -648,3 +648,56 @@ def test_length_adjusted_group_tests_match_least_squares():
     assert abs(tests[1]["adjusted_difference"] - 0.02) < 0.005
     with pytest.raises(ValueError, match="one length per sentence"):
         group_tests(each, {"training": [3] * 200, "held": [3] * 150, "ood": [3] * 10})
+
+
+# --------------------------------------------------------------------------- reports (issue 17)
+
+
+def test_report_writes_pages_index_and_descriptions_from_the_api(model, tmp_path):
+    import json
+    import math
+
+    n = 40
+    corpus = Corpus(_sentences(n, seed=5), {"label": ["a" if i < 10 else "b" for i in range(n)]})
+    acts = torch.randn(n, 1, 8, generator=torch.Generator().manual_seed(0))
+    acts[:10, 0, 2] += 5.0  # unit 2 prefers the ten "a" sentences: classifier-like for label = a
+    acts[:, 0, 5] = 1000.0 + acts[:, 0, 5]  # unit 5: a massive dimension, huge in every sentence
+    cn = CorpusNeurons(k=8, n_sample=0, classifier_threshold=0.8).fit_activations(acts, corpus)
+    ratios = cn.activation_ratios()
+    assert ratios[0, 5] > 100 and (ratios[0, [0, 1, 3, 4, 6, 7]] < 10).all()
+
+    described = cn.report(tmp_path / "r", neurons=[(0, 2), (0, 5)], patterns=False)
+    names = sorted(p.name for p in (tmp_path / "r").iterdir())
+    assert names == ["descriptions.json", "index.html", "neuron_L0_2.html", "neuron_L0_5.html"]
+    saved = json.loads((tmp_path / "r" / "descriptions.json").read_text())
+    assert [(d["layer"], d["neuron"], d["outlier"]) for d in saved] == [(0, 2, False), (0, 5, True)]
+    c = described[0].chance["label"]
+    # binomial tail by hand: P(X >= 8) for X ~ Binomial(8, 10/40)
+    assert (c["label"], c["known"], c["corpus_share"]) == ("a", 8, 0.25)
+    assert c["p_value"] == pytest.approx(sum(math.comb(8, j) * 0.25 ** j * 0.75 ** (8 - j) for j in range(8, 9)))
+    page2 = (tmp_path / "r" / "neuron_L0_2.html").read_text()
+    assert "chance level: 25.0%" in page2 and "BOS excluded, at most 128 tokens" in page2
+    assert "blocks.{layer}.hook_resid_post" in page2 and "Outlier dimension" not in page2
+    assert "Outlier dimension" in (tmp_path / "r" / "neuron_L0_5.html").read_text()
+    index = (tmp_path / "r" / "index.html").read_text()
+    assert "classifier-like: label = a" in index and "outlier dimension" in index
+
+    # default neurons: the classifier-like first; a model colours tokens and adds the legend
+    model_cn = CorpusNeurons(k=4, n_sample=0, layers=[1]).fit(model, Corpus(_sentences(12, seed=2)), progress=False)
+    default = model_cn.report(tmp_path / "m", model=model, n=2, patterns=False)
+    assert [(d.layer, d.neuron) for d in default] == model_cn.notable_neurons(2)
+    assert "Token colours" in (tmp_path / "m" / f"neuron_L1_{default[0].neuron}.html").read_text()
+
+
+def test_redundant_skipgrams_are_collapsed():
+    from lensneurons.lenses.corpus.patterns import Pattern, collapse_redundant
+
+    def p(items, support):
+        return Pattern(tuple(items.split()), support, 10, 1.0)
+
+    skip = [p("the cat", 5), p("the cat sat", 5), p("the sat", 5), p("a mat", 4), p("a", 6), p("big dog", 3)]
+    ngrams = [p("big dog", 3), p("a mat", 2)]
+    kept, dropped = collapse_redundant(skip, ngrams)
+    # "the cat" and "the sat" sit inside "the cat sat" in as many sentences; "big dog" is an n-gram of equal
+    # support; "a mat" is an n-gram in fewer sentences (its gapped form says more), "a" has more support
+    assert [" ".join(q.items) for q in kept] == ["the cat sat", "a mat", "a"] and dropped == 3

@@ -23,6 +23,7 @@ import dataclasses
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
@@ -45,6 +46,10 @@ from lensneurons.lenses.corpus.shift import neuron_vector_distances, vector_dist
 NEURON_SITES = ("resid", "mlp", "mlp_pre")
 SUMMARY_STATS = ("mean_length", "mean_activation", "min_activation")
 POS_WORD_CLASSES = ("NOUN", "VERB", "ADJ")
+# A unit whose mean top activation is this many times its layer's median is flagged as an outlier dimension:
+# the residual stream has a few "massive activation" dimensions (thousands of times the rest, in every
+# text), whose top sentences say more about position and length than about content.
+OUTLIER_RATIO = 10.0
 
 
 # --------------------------------------------------------------------------- summaries
@@ -75,6 +80,14 @@ class NeuronDescription:
     pos_patterns: list[Pattern] = field(default_factory=list)
     top_words: dict[str, list[tuple[str, int]]] = field(default_factory=dict)  # NOUN/VERB/ADJ -> (word, count)
     pos_distribution: dict[str, float] = field(default_factory=dict)
+    # field -> the dominating label's share of the top set against chance (see `CorpusNeurons.describe`)
+    chance: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # |mean top activation| over the median of its layer's units: >= OUTLIER_RATIO flags an outlier dimension
+    activation_ratio: float = float("nan")
+
+    @property
+    def outlier(self) -> bool:
+        return self.activation_ratio >= OUTLIER_RATIO
 
     def to_dict(self) -> dict[str, Any]:
         def patterns(ps: list[Pattern]) -> list[dict]:
@@ -92,7 +105,19 @@ class NeuronDescription:
             "ngrams": patterns(self.ngrams), "skipgrams": patterns(self.skipgrams),
             "pos_patterns": patterns(self.pos_patterns), "top_words": self.top_words,
             "pos_distribution": self.pos_distribution,
+            "chance": {k: {**c, "label": str(c["label"])} for k, c in self.chance.items()},
+            "activation_ratio": self.activation_ratio, "outlier": self.outlier,
         }
+
+
+def label_chance(label: Any, share: float, known: int, base: float) -> dict[str, Any]:
+    """A top-set label share against chance: `base` is the label's share of the corpus, `p_value` the
+    binomial probability that `known` sentences drawn at random carry it at least as often."""
+    from scipy.stats import binom
+
+    count = round(share * known)
+    return {"label": label, "share": share, "known": known, "corpus_share": base,
+            "p_value": float(binom.sf(count - 1, known, base))}
 
 
 def _dominant(
@@ -366,7 +391,7 @@ class CorpusNeurons(Analysis):
         self._check_neuron(neuron)
         ids = self.top_ids_[:, slot, neuron].tolist()
         meta = self.metadata_distributions(layer, neuron)
-        classifier = {}
+        classifier, chance = {}, {}
         for name, dist in meta.items():
             if dist:
                 label, share = next(iter(dist.items()))
@@ -374,11 +399,13 @@ class CorpusNeurons(Analysis):
                 known = sum(self.corpus_.metadata[name][i] is not None for i in ids)
                 if share >= self.classifier_threshold and share > base and known >= _min_count(self.min_known, len(ids)):
                     classifier[name] = label
+                    chance[name] = label_chance(label, share, known, base)
         desc = NeuronDescription(
             layer=layer, neuron=neuron, sentence_ids=ids,
             activations=self.top_values_[:, slot, neuron].tolist(),
             mean_length=float(np.mean([self.lengths_[i] for i in ids])),
-            metadata=meta, classifier_like=classifier,
+            metadata=meta, classifier_like=classifier, chance=chance,
+            activation_ratio=float(self.activation_ratios()[slot, neuron]),
         )
         if not patterns:
             return desc
@@ -419,6 +446,53 @@ class CorpusNeurons(Analysis):
         if stat == "min_activation":
             return self.top_values_.double()[-1]
         raise ValueError(f"unknown summary statistic {stat!r}; expected one of {SUMMARY_STATS}")
+
+    def activation_ratios(self) -> Float[Tensor, "layer neuron"]:
+        """Each unit's |mean top activation| over the median of its layer's units (>= `OUTLIER_RATIO`: an
+        outlier dimension)."""
+        strength = self.summary_map("mean_activation").abs()
+        return strength / strength.median(dim=1, keepdim=True).values.clamp(min=1e-12)
+
+    def notable_neurons(self, n: int = 10, fields: Optional[Sequence[str]] = None) -> list[tuple[int, int]]:
+        """(layer, neuron) of `n` neurons worth a page: the strongest few classifier-like ones of each metadata
+        field in `fields` (default: all), then those with the highest mean top activation."""
+        self._check_fitted()
+        fields = list(self.corpus_.metadata) if fields is None else [f for f in fields if f in self.corpus_.metadata]
+        chosen: list[tuple[int, int]] = []
+        for name in fields:
+            # the strongest few of each field, so that one field cannot fill the whole list
+            for layer, j, _, _ in self.classifier_neurons(name)[: max(1, n // 4)]:
+                if (layer, j) not in chosen:
+                    chosen.append((layer, j))
+        strength = self.summary_map("mean_activation").flatten()
+        for flat in strength.argsort(descending=True).tolist():
+            if len(chosen) >= n:
+                break
+            pair = (self.layers_[flat // self.width_], flat % self.width_)
+            if pair not in chosen:
+                chosen.append(pair)
+        return chosen[:n]
+
+    def report(
+        self,
+        folder: str | Path,
+        neurons: Optional[Sequence[tuple[int, int]]] = None,
+        model: Optional[HookedTransformer] = None,
+        n: int = 10,
+        fields: Optional[Sequence[str]] = None,
+        patterns: bool = True,
+        min_support: int | float = 0.1,
+    ) -> list[NeuronDescription]:
+        """Write one HTML page per neuron (``neuron_L<layer>_<neuron>.html``), an ``index.html`` and
+        ``descriptions.json`` into `folder`; `neurons` default to `notable_neurons(n, fields)`. With `model`
+        the top sentences are coloured token by token. The descriptions come back."""
+        from lensneurons.lenses.corpus.report import write_report
+
+        self._check_fitted()
+        neurons = self.notable_neurons(n, fields) if neurons is None else list(neurons)
+        descriptions = [self.describe(layer, j, min_support=min_support, patterns=patterns) for layer, j in neurons]
+        write_report(folder, descriptions, self.corpus_.texts, model=model, collection=self.collection)
+        return descriptions
 
     def label_dominance(self, name: str) -> tuple[Float[Tensor, "layer neuron"], list]:
         """For every neuron, the share of its top sentences (with a known `name`) that carry the

@@ -116,3 +116,22 @@ def frequent_patterns(
         out.append(Pattern(items, support_top, support_corpus, (support_top / len(top)) / share_corpus))
     out.sort(key=lambda p: (-p.relative, -p.support_top, p.items))
     return out if top_n is None else out[:top_n]
+
+
+def _is_subsequence(short: tuple[str, ...], long: tuple[str, ...]) -> bool:
+    return len(short) < len(long) and _contains_subsequence(long, short)
+
+
+def collapse_redundant(skipgrams: Sequence[Pattern], ngrams: Sequence[Pattern] = ()) -> tuple[list[Pattern], int]:
+    """The skip-grams worth showing beside `ngrams`, and how many were dropped.
+
+    A skip-gram is redundant when a longer listed skip-gram contains it in the same number of top
+    sentences (every sentence with it has the longer one: only the longer, "closed", pattern says
+    something), or when it is a listed n-gram with the same support (its gaps are never used)."""
+    as_ngram = {p.items: p.support_top for p in ngrams}
+    kept = [
+        p for p in skipgrams
+        if as_ngram.get(p.items) != p.support_top
+        and not any(q.support_top == p.support_top and _is_subsequence(p.items, q.items) for q in skipgrams)
+    ]
+    return kept, len(skipgrams) - len(kept)

@@ -11,7 +11,6 @@ described neuron (plus index.html).
 """
 from __future__ import annotations
 
-import html
 import math
 import time
 from dataclasses import dataclass
@@ -26,7 +25,6 @@ from lensneurons.lenses.corpus.analysis import CorpusNeurons
 from lensneurons.lenses.corpus.figures import plot_neuron_clusters, plot_sse_curves, plot_summary_map
 from lensneurons.data.corpora import NLTK_CORPORA, Corpus, from_file, nltk_corpora
 from lensneurons.core.models import weights_digest
-from lensneurons.lenses.corpus.report import neuron_report_html
 from lensneurons.core.results import ResultsFolder, fingerprint
 from lensneurons.core.study import Study, StudyConfig, param
 
@@ -87,25 +85,6 @@ def load_corpus(cfg: RunConfig) -> Corpus:
     return corpus
 
 
-def _chosen_neurons(cn: CorpusNeurons, cfg: RunConfig) -> list[tuple[int, int]]:
-    """Classifier-like neurons first (strongest first), then the neurons with the highest mean top activation."""
-    chosen = []
-    for name in cfg.label_fields:
-        if name in cn.corpus_.metadata:
-            # the strongest few of each field, so that one field cannot fill the whole list
-            for layer, j, _, _ in cn.classifier_neurons(name)[: max(1, cfg.n_describe // 4)]:
-                if (layer, j) not in chosen:
-                    chosen.append((layer, j))
-    strength = cn.summary_map("mean_activation").flatten()
-    for flat in strength.argsort(descending=True).tolist():
-        pair = (cn.layers_[flat // cn.width_], flat % cn.width_)
-        if pair not in chosen:
-            chosen.append(pair)
-        if len(chosen) >= cfg.n_describe:
-            break
-    return chosen[: cfg.n_describe]
-
-
 def run(
     model: HookedTransformer, cfg: RunConfig, out: str | Path, corpus: Optional[Corpus] = None, progress: bool = True
 ) -> dict:
@@ -155,22 +134,12 @@ def run(
         folder.figure("clusters.png", plot_neuron_clusters(emb, labels))
 
     started = time.time()
-    descriptions = []
-    index = ["<!doctype html><html><head><meta charset='utf-8'><title>neurons</title></head><body>",
-             f"<h1>Described neurons ({html.escape(cfg.site)})</h1><ul>"]
-    for layer, j in _chosen_neurons(cn, cfg):
-        d = cn.describe(layer, j, min_support=cfg.min_support, patterns=cfg.patterns)
-        descriptions.append(d.to_dict())
-        page = f"neuron_L{layer}_{j}.html"
-        folder.text(page, neuron_report_html(d, cn.corpus_.texts, model=model, site=cfg.site))
-        tag = f" — classifier-like: {html.escape(str(d.classifier_like))}" if d.classifier_like else ""
-        index.append(f"<li><a href='{page}'>layer {layer}, neuron {j}</a>{tag}</li>")
+    descriptions = cn.report(folder.path, model=model, n=cfg.n_describe, fields=cfg.label_fields,
+                             patterns=cfg.patterns, min_support=cfg.min_support)
     timings["describe_s"] = round(time.time() - started, 2)
-    folder.json("descriptions.json", descriptions)
-    folder.text("index.html", "\n".join(index + ["</ul></body></html>"]))
     folder.json("timings.json", timings)
     return {"out": str(folder.path), "n_sentences": len(corpus), "classifier_neurons": classifier,
-            "described": [(d["layer"], d["neuron"]) for d in descriptions]}
+            "described": [(d.layer, d.neuron) for d in descriptions]}
 
 
 def _fit_in_parts(model: HookedTransformer, cfg: RunConfig, corpus: Corpus, folder: ResultsFolder,
