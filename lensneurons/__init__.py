@@ -28,6 +28,8 @@ _EXPORTS = {
         "Stack",
         "TopK",
     ],
+    "lensneurons.core.units": ["unit_space", "custom_site", "UnitSpace"],
+    "lensneurons.core.sites": ["site_width"],
     "lensneurons.core.neurons": ["NeuronSet", "overlap_matrix"],
     "lensneurons.core.patching": ["NeuronEdit", "patched", "zero", "scale", "set_to"],
     "lensneurons.lenses.knowledge.attribution": ["integrated_gradients", "CompletenessWarning"],

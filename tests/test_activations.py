@@ -84,7 +84,9 @@ def test_shards_merge_to_the_single_pass(model):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"site": "attn"}, "unknown hook site"),
+        ({"site": "mlp post"}, "unknown hook site"),
+        ({"site": "blocks.0.mlp.hook_post"}, "without 'blocks.<layer>.'"),
+        ({"site": "attn.hook_qq"}, "no hook point or module 'blocks.0.attn.hook_qq'; block 0 has: .*attn.hook_q"),
         ({"layers": [5]}, "out of range"),
         ({"pooling": "median"}, "unknown pooling"),
         ({"batch_size": 0}, "batch_size"),

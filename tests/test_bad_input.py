@@ -112,11 +112,11 @@ def test_a_layer_the_model_lacks_fails_before_anything_is_written(name, model, t
 
 
 def test_model_dependent_values_of_the_language_and_grammar_studies(model, tmp_path):
-    with pytest.raises(ValueError, match=r"--k must be at most half the model's MLP neurons \(20\)"):
-        ResultsFolder.claim(tmp_path / "l", study("language-neurons").configure(k=21), model)
+    with pytest.raises(ValueError, match=r"--k must be at most half the model's units at site 'mlp' \(20\)"):
+        ResultsFolder.claim(tmp_path / "l", study("language-neurons").configure("mlp-units", k=21), model)
     with pytest.raises(ValueError, match=r"--cross-layer 0 is not among the probed layers \[1\]"):
         ResultsFolder.claim(tmp_path / "s", study("sparse-probing").configure(layers=[1], cross_layer=0), model)
-    with pytest.raises(ValueError, match=r"--ks / --random-ks \[32\] exceed the residual width"):
+    with pytest.raises(ValueError, match=r"--ks / --random-ks \[32\] exceed the width of site .resid. \(16 units"):
         ResultsFolder.claim(tmp_path / "s", study("sparse-probing").configure(ks=[4, 32]), model)
     assert not (tmp_path / "l").exists() and not (tmp_path / "s").exists()
 

@@ -298,8 +298,8 @@ def test_bad_input_messages(model, corpus):
         Corpus([])
     with pytest.raises(ValueError, match="out of range"):
         CorpusNeurons(k=2, layers=[5]).fit(model, corpus, progress=False)
-    with pytest.raises(ValueError, match="site"):
-        CorpusNeurons(k=2, site="attn").fit(model, corpus, progress=False)
+    with pytest.raises(ValueError, match="no hook point or module .blocks.0.attn.hook_zz."):
+        CorpusNeurons(k=2, site="attn.hook_zz").fit(model, corpus, progress=False)
     with pytest.raises(ValueError, match="rows"):
         CorpusNeurons(k=2).fit_activations(torch.randn(3, 1, 2), corpus)
     cn = CorpusNeurons(k=2, n_sample=0).fit_activations(torch.randn(len(corpus), 1, 2), corpus)

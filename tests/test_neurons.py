@@ -44,6 +44,6 @@ def test_errors():
     with pytest.raises(ValueError, match="layer out of range"):
         make([(3, 0)])
     with pytest.raises(ValueError, match="unknown hook site"):
-        make([(0, 0)], site="attn")
+        make([(0, 0)], site="attn output")
     with pytest.raises(ValueError, match="different sites"):
         make([(0, 0)]) | make([(0, 0)], width=5)

@@ -17,7 +17,8 @@ from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
 from lensneurons.core import distributed
-from lensneurons.core.sites import check_layers, hook_name, site_width
+from lensneurons.core.sites import check_layers
+from lensneurons.core.units import unit_hooks, unit_space
 from lensneurons.core.stats import Reducer, Stack
 
 POOLINGS = ("mean", "last", "max")
@@ -165,8 +166,10 @@ def stream_pooled(
     if pooling not in POOLINGS:
         raise ValueError(f"unknown pooling {pooling!r}; expected one of {POOLINGS}")
     check_texts(texts)
-    layers = check_layers(model, layers)
-    width = site_width(model, site)
+    space = unit_space(model, site)
+    # an SAE space has units only where an SAE is attached: those layers by default
+    layers = check_layers(model, space.layers if layers is None and space.layers else layers)
+    width = space.width
     if len(texts) == 0:
         raise ValueError("texts is empty")
     empty = [i for i, text in enumerate(texts) if not text.strip()]
@@ -184,14 +187,13 @@ def stream_pooled(
     device = model.cfg.device
 
     current: dict[str, Tensor] = {}
+    slot_of = {layer: slot for slot, layer in enumerate(layers)}
+    spans = [(start, start + c.width) for c, start in zip(space.components, space.offsets)]
 
-    def make_hook(slot: int):
-        def hook(act: Tensor, hook) -> None:
-            current["pooled"][:, slot] = pool(act, current["mask"], pooling).to(current["pooled"].dtype)
+    def read(layer: int, index: int, act: Tensor) -> None:
+        start, stop = spans[index]
+        current["pooled"][:, slot_of[layer], start:stop] = pool(act, current["mask"], pooling).to(current["pooled"].dtype)
 
-        return hook
-
-    fwd_hooks = [(hook_name(site, layer), make_hook(slot)) for slot, layer in enumerate(layers)]
     bar = tqdm(total=len(own), desc=f"pooling {site} activations", unit="text", disable=not progress)
     for batch in length_batches(token_ids, batch_size, pad_id(model), ids=own, device=device):
         current["mask"] = batch.mask
@@ -201,13 +203,8 @@ def stream_pooled(
         current["pooled"] = torch.empty(len(batch.ids), len(layers), width, device=device)
         # inference mode only around the forward: a `with` around the loop would stay on in the caller's
         # code between yields, and the caller's tensors would become inference tensors
-        with torch.inference_mode():
-            model.run_with_hooks(
-                batch.tokens,
-                attention_mask=batch.mask.long(),
-                stop_at_layer=max(layers) + 1,
-                fwd_hooks=fwd_hooks,
-            )
+        with torch.inference_mode(), unit_hooks(model, site, layers, read):
+            model(batch.tokens, attention_mask=batch.mask.long(), stop_at_layer=max(layers) + 1)
         bar.update(len(batch.ids))
         yield batch.ids, current["pooled"]
     bar.close()

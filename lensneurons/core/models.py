@@ -267,11 +267,14 @@ def toy_model(
     normalization_type: str | None = "LN",
     post_mlp_norm: bool = False,
     seed: int = 0,
+    gated_mlp: bool = False,
+    n_key_value_heads: int | None = None,
 ) -> HookedTransformer:
     """A tiny random `HookedTransformer` with a byte-level tokenizer, for tests and examples.
 
     `attn_only=True` gives a model without MLPs (residual-stream analyses); `post_mlp_norm=True`
-    normalises after attention and MLP as Gemma-2/3 do (`use_normalization_before_and_after`).
+    normalises after attention and MLP as Gemma-2/3 do (`use_normalization_before_and_after`); `gated_mlp`
+    and `n_key_value_heads` (grouped-query attention) give the rest of a Gemma/Llama block.
     """
     tokenizer = byte_tokenizer()
     cfg = HookedTransformerConfig(
@@ -286,6 +289,8 @@ def toy_model(
         attn_only=attn_only,
         normalization_type="RMS" if post_mlp_norm else normalization_type,
         use_normalization_before_and_after=post_mlp_norm,
+        gated_mlp=gated_mlp,
+        n_key_value_heads=n_key_value_heads,
         seed=seed,
         device="cpu",
     )

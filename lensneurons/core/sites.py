@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from lensneurons.core.models import HookedModel
+from lensneurons.core.units import check_site, unit_space  # noqa: F401  (check_site: re-exported)
 
 try:  # TransformerLens 3 moved it; 2.x has it in utils
     from transformer_lens.utilities import get_act_name
@@ -16,24 +17,17 @@ SITES = {
 }
 
 
-def check_site(site: str) -> str:
-    if site not in SITES:
-        raise ValueError(f"unknown hook site {site!r}; expected one of {sorted(SITES)}")
-    return site
-
-
 def hook_name(site: str, layer: int) -> str:
-    return get_act_name(SITES[check_site(site)], layer)
+    """The TransformerLens hook name of a one-hook site (``mlp``, ``mlp_pre``, ``resid``) at `layer`."""
+    if site not in SITES:
+        check_site(site)
+        raise ValueError(f"site {site!r} is not a single TransformerLens hook point; this needs one of {sorted(SITES)}")
+    return get_act_name(SITES[site], layer)
 
 
 def site_width(model: HookedModel, site: str) -> int:
-    """Neurons per layer at `site`; errors if the model has no such site."""
-    check_site(site)
-    if site == "resid":
-        return model.cfg.d_model
-    if model.cfg.attn_only or model.cfg.d_mlp is None:
-        raise ValueError(f"site {site!r} needs MLP layers, but this model is attention-only")
-    return model.cfg.d_mlp
+    """Units per layer at `site` (any unit space, see `lensneurons.core.units`); errors if the model lacks it."""
+    return unit_space(model, site).width
 
 
 def check_layers(model: HookedModel, layers: int | list[int] | range | None) -> list[int]:

@@ -43,7 +43,7 @@ from lensneurons.lenses.corpus.figures import plot_neuron_clusters, plot_sse_cur
 from lensneurons.lenses.corpus.patterns import Pattern, PatternIndex, _min_count, frequent_patterns
 from lensneurons.lenses.corpus.shift import neuron_vector_distances, vector_distances  # noqa: F401
 
-NEURON_SITES = ("resid", "mlp", "mlp_pre")
+NEURON_SITES = ("resid", "mlp", "mlp_pre", "heads", "linear")  # named ones; "+"-joined hook names work too
 SUMMARY_STATS = ("mean_length", "mean_activation", "min_activation")
 POS_WORD_CLASSES = ("NOUN", "VERB", "ADJ")
 # A unit whose mean top activation is this many times its layer's median is flagged as an outlier dimension:
@@ -220,8 +220,7 @@ class CorpusNeurons(Analysis):
     def _check_params(self, corpus: Corpus) -> None:
         if not isinstance(self.k, int) or self.k < 1:
             raise ValueError(f"k must be a positive integer, got {self.k!r}")
-        if self.site not in NEURON_SITES:
-            raise ValueError(f"site must be one of {NEURON_SITES}, got {self.site!r}")
+        check_site(self.site)  # any unit space (lensneurons.core.units); the model's check comes with fit
         if self.n_sample < 0:
             raise ValueError(f"n_sample must be >= 0, got {self.n_sample}")
         if self.min_known <= 0:

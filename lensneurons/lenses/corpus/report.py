@@ -19,7 +19,8 @@ from transformer_lens import HookedTransformer
 
 from lensneurons.core.activations import tokenize
 from lensneurons.core.results import atomic_write
-from lensneurons.core.sites import check_layers, hook_name, site_width
+from lensneurons.core.sites import SITES, check_layers, hook_name
+from lensneurons.core.units import unit_hooks, unit_space
 from lensneurons.lenses.corpus.patterns import collapse_redundant
 
 
@@ -30,16 +31,22 @@ def token_activations(
     if not isinstance(text, str):
         raise TypeError(f"token_activations takes one text (a str), got {type(text).__name__}; call it once per text")
     (layer,) = check_layers(model, layer)
-    width = site_width(model, site)
-    if not 0 <= neuron < width:
-        raise ValueError(f"neuron {neuron} is out of range for a layer of {width} neurons at site {site!r}")
+    space = unit_space(model, site)
+    component, within = space.component_of(neuron) if 0 <= neuron < space.width else (None, None)
+    if component is None:
+        raise ValueError(f"neuron {neuron} is out of range for a layer of {space.width} neurons at site {site!r}")
+    index = space.components.index(component)
     (ids,) = tokenize(model, [text])
-    name = hook_name(site, layer)
-    with torch.inference_mode():
-        _, cache = model.run_with_cache(torch.tensor([ids], device=model.cfg.device), names_filter=name,
-                                        stop_at_layer=layer + 1)
+    seen = {}
+
+    def read(layer_: int, index_: int, act: Tensor) -> None:
+        if index_ == index:
+            seen["values"] = act[0, :, within].float().cpu()
+
+    with torch.inference_mode(), unit_hooks(model, site, [layer], read):
+        model(torch.tensor([ids], device=model.cfg.device), stop_at_layer=layer + 1)
     tokens = [model.tokenizer.decode([i]) for i in ids]
-    values = cache[name][0, :, neuron].float().cpu()
+    values = seen["values"]
     if model.cfg.default_prepend_bos and not include_bos:
         return tokens[1:], values[1:]
     return tokens, values
@@ -85,7 +92,16 @@ def pooling_note(collection: Any = None, site: str = "resid") -> str:
     bos = "BOS included" if collection.include_bos else "BOS excluded"
     cut = f", at most {collection.max_length} tokens" if collection.max_length else ""
     return (f"A sentence's activation is {how} the sentence's tokens ({bos}{cut}) of the unit's value at "
-            f"<code>{html.escape(hook_name(collection.site, 0).replace('.0.', '.{layer}.'))}</code>.")
+            f"{_where(collection.site)}.")
+
+
+def _where(site: str) -> str:
+    if site in SITES:
+        return f"<code>{html.escape(hook_name(site, 0).replace('.0.', '.{layer}.'))}</code>"
+    if site == "linear":
+        return "every Linear output of block {layer} (queries, keys, values, attention output, MLP projections)"
+    paths = ["attn.hook_z"] if site == "heads" else site.split("+")
+    return " + ".join(f"<code>blocks.{{layer}}.{html.escape(p)}</code>" for p in paths)
 
 
 _LEGEND = ("<p class='legend'>Token colours: <span style='background:rgba(0,110,255,.9)'>&nbsp;positive&nbsp;</span> "

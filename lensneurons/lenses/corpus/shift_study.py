@@ -44,7 +44,7 @@ class FinetuneShiftConfig(StudyConfig):
     batch_size: int = param(16, "sentences per step", low=1)
     params: str = param("blocks", "parameters trained (blocks: embedding and unembedding frozen)", choices=PARAM_SETS)
     optimizer: str = param("adamw", "optimiser", choices=OPTIMIZERS)
-    site: str = param("resid", "unit site: resid (the paper's) | mlp | mlp_pre", choices=("resid", "mlp", "mlp_pre"))
+    site: str = param("resid", "unit space: resid (the paper's) | mlp | mlp_pre | heads | linear | '+'-joined hook names")
     layers: list[int] | None = param(None, "layers whose neurons form the vector (none: all)")
     max_length: int = param(128, "tokens kept per sentence", low=2)
     random_state: int = param(0, "seed of the groups and the fine-tune", flags=("--seed",))

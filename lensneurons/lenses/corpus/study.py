@@ -38,7 +38,7 @@ class CorpusNeuronsConfig(StudyConfig):
     n_sentences: int | None = param(None, "random subsample of the corpus (none: all)", low=1)
     per_corpus: int | None = param(None, "instead: this many random sentences of each source corpus (stratified)", low=1)
     k: int = param(100, "top sentences kept per neuron (paper: 10,000)", low=1)
-    site: str = param("resid", "unit site: resid (the paper's) | mlp | mlp_pre", choices=("resid", "mlp", "mlp_pre"))
+    site: str = param("resid", "unit space: resid (the paper's) | mlp | mlp_pre | heads | linear | '+'-joined hook names")
     layers: list[int] | None = param(None, "layers analysed (none: all)")
     n_sample: int = param(1000, "sentences whose activations cluster the neurons", low=0)
     n_clusters: int = param(10, "k-means clusters of neurons", low=1)

@@ -211,7 +211,7 @@ class SparseProbing(Analysis):
             self._init_collection(self.collection, layers=layers, batch_size=batch_size)
         layers = None if self.layers is None else list(self.layers) if isinstance(self.layers, tuple) else self.layers
         if store is not None:
-            store = extract_to_store(model, pairs, store, layers, self.batch_size, progress)
+            store = extract_to_store(model, pairs, store, layers, self.batch_size, progress, site=self.site)
             return self.fit_store(store, tasks=list(pairs), progress=progress)
         data = {}
         for task, task_pairs in pairs.items():
@@ -521,7 +521,7 @@ class SparseProbing(Analysis):
 
     def _neuron_set(self, slots: Tensor, indices: Tensor) -> NeuronSet:
         layers = torch.as_tensor(self.layers_, dtype=torch.long)[slots]
-        return NeuronSet.from_pairs("resid", self.model_n_layers_, self.width_, layers, indices)
+        return NeuronSet.from_pairs(self.site, self.model_n_layers_, self.width_, layers, indices)
 
     def neurons(self, task: str, lam: float, layers: int | Sequence[int] | None = None) -> NeuronSet:
         """The neurons whose test-time gate is open in ``task``'s mask probe at λ (site "resid"), numbered by

@@ -11,7 +11,7 @@ from transformer_lens import HookedTransformer
 
 from lensneurons.core.activations import pooled_activations
 from lensneurons.core.models import weights_digest
-from lensneurons.core.sites import check_layers
+from lensneurons.core.sites import check_layers, site_width
 from lensneurons.data.blimp import MinimalPair, sentences
 from lensneurons.lenses.grammar.store import ActivationStore
 
@@ -23,19 +23,24 @@ def eos_states(
     batch_size: int = 32,
     max_length: int | None = None,
     progress: bool = False,
+    site: str = "resid",
 ) -> Float[Tensor, "text layer neuron"]:
-    """``blocks.{l}.hook_resid_post`` at an EOS token appended to each text, for every requested layer."""
+    """The units of `site` (default ``blocks.{l}.hook_resid_post``) at an EOS token appended to each text, for
+    every requested layer."""
     return pooled_activations(
-        model, list(texts), site="resid", layers=layers, pooling="last", append_eos=True,
+        model, list(texts), site=site, layers=layers, pooling="last", append_eos=True,
         batch_size=batch_size, max_length=max_length, progress=progress,
     )
 
 
-def store_config(model: HookedTransformer, layers: Sequence[int]) -> dict:
-    return {
+def store_config(model: HookedTransformer, layers: Sequence[int], site: str = "resid") -> dict:
+    config = {
         "kind": "eos_resid_post", "model": model.cfg.model_name, "weights": weights_digest(model),
         "layers": list(layers), "n_layers": model.cfg.n_layers, "d_model": model.cfg.d_model,
     }
+    if site != "resid":
+        config.update(kind="eos_units", site=site, width=site_width(model, site))
+    return config
 
 
 def extract_to_store(
@@ -45,6 +50,7 @@ def extract_to_store(
     layers: int | Sequence[int] | None = None,
     batch_size: int = 32,
     progress: bool = True,
+    site: str = "resid",
 ) -> ActivationStore:
     """EOS states of every task's sentences into ``store`` (one chunk per task), skipping finished tasks.
 
@@ -52,7 +58,7 @@ def extract_to_store(
     """
     layers = check_layers(model, layers)
     if not isinstance(store, ActivationStore):
-        store = ActivationStore(store, config=store_config(model, layers))
+        store = ActivationStore(store, config=store_config(model, layers, site))
     tasks = list(pairs)
     for task in tqdm(tasks, desc="EOS states", unit="task", disable=not progress):
         if store.has(task):
@@ -64,7 +70,7 @@ def extract_to_store(
                 )
             continue
         texts, labels, pair_index = sentences(pairs[task])
-        acts = eos_states(model, texts, layers=layers, batch_size=batch_size)
+        acts = eos_states(model, texts, layers=layers, batch_size=batch_size, site=site)
         store.write(task, acts, labels, pair_index)
     if not store.is_complete(tasks):
         store.mark_complete(tasks)

@@ -14,6 +14,7 @@ cross_task.csv and summary.json; config.json records the run's settings.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from typing import ClassVar
 from transformer_lens import HookedTransformer
 
 from lensneurons.core.results import ResultsFolder, fingerprint
-from lensneurons.core.sites import check_layers
+from lensneurons.core.sites import check_layers, site_width
 from lensneurons.core.study import Study, StudyConfig, param
 from lensneurons.data.blimp import MinimalPair, load_blimp
 from lensneurons.lenses.grammar.analysis import SparseProbing
@@ -38,6 +39,7 @@ class SparseProbingConfig(StudyConfig):
     tasks: list[str] | None = param(None, "BLiMP tasks (none: all 67)")
     n_pairs: int | None = param(None, "pairs per task (none: all 1,000)", low=2)
     layers: list[int] | None = param(None, "layers probed (none: every layer)")
+    site: str = param("resid", "unit space read at the EOS token: resid (the paper's) | mlp | linear | heads | ...")
     lams: list[float] = param(help="λ values in (0, 1] of the L0 mask probes",
                               factory=lambda: [1.0, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01], low=0.0, high=1.0)
     ks: list[int] | None = param(None, "k values of the Welch-t top-k probes (none: powers of two up to d, the "
@@ -68,10 +70,11 @@ class SparseProbingConfig(StudyConfig):
         if self.cross_layer is not None and (not -model.cfg.n_layers <= self.cross_layer < model.cfg.n_layers
                                              or self.cross_layer % model.cfg.n_layers not in layers):
             raise ValueError(f"--cross-layer {self.cross_layer} is not among the probed layers {layers}")
-        too_wide = [k for k in (self.ks or []) + (self.random_ks or []) if k > model.cfg.d_model]
+        width = site_width(model, self.site)
+        too_wide = [k for k in (self.ks or []) + (self.random_ks or []) if k > width]
         if too_wide:
-            raise ValueError(f"--ks / --random-ks {too_wide} exceed the residual width of the model "
-                             f"({model.cfg.d_model} units per layer)")
+            raise ValueError(f"--ks / --random-ks {too_wide} exceed the width of site {self.site!r} "
+                             f"({width} units per layer)")
 
 
 RunConfig = SparseProbingConfig
@@ -91,8 +94,8 @@ def run(model: HookedTransformer, cfg: SparseProbingConfig, out: str | Path,
     store_path = Path(cfg.store) if cfg.store else folder.path / "activations"
     started = time.time()
     store = extract_to_store(
-        model, pairs, ActivationStore(store_path, config={**store_config(model, layers), "n_pairs": cfg.n_pairs}),
-        layers=layers, batch_size=cfg.batch_size, progress=progress,
+        model, pairs, ActivationStore(store_path, config={**store_config(model, layers, cfg.site), "n_pairs": cfg.n_pairs}),
+        layers=layers, batch_size=cfg.batch_size, progress=progress, site=cfg.site,
     )
     timings = {"extraction_s": round(time.time() - started, 1), "store_bytes": store.nbytes()}
     if cfg.cross_layer is None:
@@ -103,6 +106,7 @@ def run(model: HookedTransformer, cfg: SparseProbingConfig, out: str | Path,
         lams=cfg.lams, ks=cfg.ks, random_ks=cfg.random_ks, n_random=cfg.n_random, top_fraction=cfg.top_fraction,
         test_fraction=cfg.test_fraction, cross_layer=cross_layer, cross_lam=cfg.cross_lam, C=cfg.C, steps=cfg.steps,
         lr=cfg.lr, task_chunk=cfg.task_chunk, random_state=cfg.random_state,
+        collection=dataclasses.replace(SparseProbing.default_collection, site=cfg.site),
     )
     key = fingerprint(store.config, sp.get_params(), list(pairs))
     saved = folder.read_stage("probes.pt", key)

@@ -29,6 +29,7 @@ from lensneurons.core.memory import map_large_blocks, release_freed_memory
 from lensneurons.core.models import weights_digest
 from lensneurons.core.results import ResultsFolder, fingerprint
 from lensneurons.core.sites import site_width
+from lensneurons.core.units import UnitSpace, unit_space
 from lensneurons.core.study import Study, StudyConfig, param
 
 
@@ -41,12 +42,15 @@ class LanguageNeuronsConfig(StudyConfig):
     n_positive: int | None = param(None, "kojima2024 positives per language (none: all 500)", low=1)
     n_negative: int | None = param(None, "kojima2024 negatives per language (none: all 2,500)", low=1)
     n_per_language: int = param(500, "flores200 sentences per language", low=1)
+    site: str = param("mlp", "unit space: mlp (MLP neurons), linear (every Linear output, the paper's units), "
+                             "mlp_pre, resid, heads, or '+'-joined hook names")
     k: int = param(1000, "top-k and bottom-k neurons per language", low=1)
     pooling: str = param("mean", "pooling of each text's token activations", choices=("mean", "last", "max"))
     batch_size: int = param(16, "texts per forward pass", low=1)
     max_length: int = param(256, "tokens kept per text", low=2)
     seeds: int = param(100, "generations per steering condition (seeds 1..N)", low=1)
     max_new_tokens: int = param(32, "tokens generated per sample", low=1)
+    temperature: float = param(1.0, "sampling temperature of the generations")
     gen_batch_size: int = param(100, "samples generated together", low=1)
     ablation_ks: list[int] = param(help="k values of the k-ablation (empty: skip it)",
                                    factory=lambda: [100, 316, 1000, 3162, 10000, 18432], low=1)
@@ -54,8 +58,12 @@ class LanguageNeuronsConfig(StudyConfig):
     ablation_seeds: int = param(100, "generations per k and language in the k-ablation", low=1)
 
     presets: ClassVar[dict] = {
-        # the paper's protocol on its own sentence sets
-        "paper": {},
+        # the paper's protocol on its own sentence sets: its units (every Linear output of a block, 124,416 on
+        # Gemma-3-270M) and the authors' decoding (64 new tokens at temperature 0.8, their generation script)
+        "paper": dict(site="linear", max_new_tokens=64, temperature=0.8,
+                      ablation_ks=[100, 316, 1000, 3162, 10000, 31623, 62208]),
+        # what the results docs ran until session 23: MLP neurons (36,864), 32 tokens at temperature 1
+        "mlp-units": {},
         # a few minutes on 2 CPU cores: the whole path at a small size
         "demo": dict(n_positive=20, n_negative=40, seeds=8, max_new_tokens=16, ablation_ks=[100, 1000, 10000],
                      ablation_seeds=8),
@@ -65,10 +73,12 @@ class LanguageNeuronsConfig(StudyConfig):
 
     def check_model(self, model) -> None:
         super().check_model(model)
-        half = model.cfg.n_layers * site_width(model, "mlp") // 2
+        half = model.cfg.n_layers * site_width(model, self.site) // 2
         if self.k > half:
-            raise ValueError(f"--k must be at most half the model's MLP neurons ({half}) so that the top-k and "
-                             f"bottom-k sets do not overlap, got {self.k}")
+            raise ValueError(f"--k must be at most half the model's units at site {self.site!r} ({half}) so that "
+                             f"the top-k and bottom-k sets do not overlap, got {self.k}")
+        if self.temperature <= 0:
+            raise ValueError(f"--temperature must be > 0, got {self.temperature}")
 
 
 RunConfig = LanguageNeuronsConfig
@@ -96,17 +106,17 @@ def run(
     folder = ResultsFolder.claim(out, cfg, model)
     timings = folder.read_json("timings.json", {})
 
-    key = fingerprint(weights_digest(model), data.texts, "mlp", cfg.pooling, cfg.max_length)
+    key = fingerprint(weights_digest(model), data.texts, cfg.site, cfg.pooling, cfg.max_length)
     acts = folder.read_stage("pooled_activations.pt", key)
     if acts is None:
         started = time.time()
-        acts = pooled_activations(model, data.texts, site="mlp", pooling=cfg.pooling, batch_size=cfg.batch_size,
+        acts = pooled_activations(model, data.texts, site=cfg.site, pooling=cfg.pooling, batch_size=cfg.batch_size,
                                   max_length=cfg.max_length, progress=progress)
         timings["activations_s"] = round(time.time() - started, 1)
         folder.save_stage("pooled_activations.pt", key, acts)
         folder.json("timings.json", timings)
-    ln = LanguageNeurons(k=cfg.k, pooling=cfg.pooling).fit_activations(acts, data)
-    _write_neurons(folder, ln)
+    ln = LanguageNeurons(k=cfg.k, site=cfg.site, pooling=cfg.pooling).fit_activations(acts, data)
+    _write_neurons(folder, ln, unit_space(model, cfg.site))
     del acts  # generation needs only the scores and medians: keep peak memory down
     ln.drop_activations()
     release_freed_memory()
@@ -118,8 +128,17 @@ def run(
     return {"out": str(folder.path), "steering": steering}
 
 
-def _write_neurons(folder: ResultsFolder, ln: LanguageNeurons) -> None:
+def _write_neurons(folder: ResultsFolder, ln: LanguageNeurons, space: UnitSpace) -> None:
     folder.csv("language_neurons.csv", ln.rows())
+    if len(space.components) > 1:  # which kinds of unit the language neurons are, against their share of units
+        labels = np.array(space.unit_labels())
+        shares = {c.label: c.width / space.width for c in space.components}
+        folder.csv("unit_types.csv", [
+            {"lang": lang, "group": group, "unit": label, "count": int(n), "share": round(n / ln.k, 4),
+             "share_of_units": round(shares[label], 4)}
+            for lang in ln.languages_ for group in ("top", "bottom")
+            for label, n in zip(*np.unique(labels[ln.neurons(lang, group).indices.numpy()], return_counts=True))
+        ])
     folder.tensor("ap_scores.pt", {"languages": ln.languages_, "scores": ln.scores_, "medians": ln.medians_,
                                    "mean_differences": ln.mean_differences_})
     hists = {lang: ln.layer_histograms(lang) for lang in ln.languages_}
@@ -139,7 +158,7 @@ def _write_neurons(folder: ResultsFolder, ln: LanguageNeurons) -> None:
 def _steering(model, ln: LanguageNeurons, data: LanguageTexts, cfg: RunConfig, folder: ResultsFolder, progress):
     done = folder.read_json("steering.json", {})
     steer = SteeringConfig(seeds=list(range(1, cfg.seeds + 1)), max_new_tokens=cfg.max_new_tokens,
-                           batch_size=cfg.gen_batch_size)
+                           temperature=cfg.temperature, batch_size=cfg.gen_batch_size)
     todo = [(lang, c) for lang in ln.languages_ for c in CONDITIONS if f"{lang}/{c}" not in done]
     for lang, cond in tqdm(todo, desc="steering", disable=not progress):
         # "none" does not depend on the language; generate it once and score it against each language
@@ -165,7 +184,7 @@ def _steering(model, ln: LanguageNeurons, data: LanguageTexts, cfg: RunConfig, f
 def _ablation(model, ln: LanguageNeurons, data: LanguageTexts, cfg: RunConfig, folder: ResultsFolder, progress):
     done = folder.read_json("ablation.json", {})
     steer = SteeringConfig(seeds=list(range(1, cfg.ablation_seeds + 1)), max_new_tokens=cfg.max_new_tokens,
-                           batch_size=cfg.gen_batch_size)
+                           temperature=cfg.temperature, batch_size=cfg.gen_batch_size)
     n_neurons = ln.n_layers_ * ln.width_
     ks = [k for k in cfg.ablation_ks if k <= n_neurons]
     todo = [(lang, k) for lang in ln.languages_ for k in ks if f"{lang}/{k}" not in done]
