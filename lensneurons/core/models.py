@@ -153,11 +153,9 @@ MANIFEST = "COMPLETE"
 
 
 def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            h.update(block)
-    return h.hexdigest()
+    from lensneurons.data.manifests import _hash_file  # not the memoised sha256_file: a changed file must show
+
+    return _hash_file(path)
 
 
 def write_cache_manifest(folder: Path, **info) -> None:
