@@ -43,7 +43,6 @@ from lensneurons.lenses.corpus.figures import plot_neuron_clusters, plot_sse_cur
 from lensneurons.lenses.corpus.patterns import Pattern, PatternIndex, _min_count, frequent_patterns
 from lensneurons.lenses.corpus.shift import neuron_vector_distances, vector_distances  # noqa: F401
 
-NEURON_SITES = ("resid", "mlp", "mlp_pre", "heads", "linear")  # named ones; "+"-joined hook names work too
 SUMMARY_STATS = ("mean_length", "mean_activation", "min_activation")
 POS_WORD_CLASSES = ("NOUN", "VERB", "ADJ")
 # A unit whose mean top activation is this many times its layer's median is flagged as an outlier dimension:
@@ -248,7 +247,6 @@ class CorpusNeurons(Analysis):
         With ``shard=(i, n)`` only shard i's sentences are read; `merge` the n fitted objects.
         """
         self._check_params(corpus)
-        check_site(self.site)
         layers = self.layers if self.layers is None or isinstance(self.layers, int) else list(self.layers)
         layers = check_layers(model, layers)
         topk, sample = self._reducers(len(corpus))

@@ -32,9 +32,7 @@ def token_activations(
         raise TypeError(f"token_activations takes one text (a str), got {type(text).__name__}; call it once per text")
     (layer,) = check_layers(model, layer)
     space = unit_space(model, site)
-    component, within = space.component_of(neuron) if 0 <= neuron < space.width else (None, None)
-    if component is None:
-        raise ValueError(f"neuron {neuron} is out of range for a layer of {space.width} neurons at site {site!r}")
+    component, within = space.component_of(neuron)  # refuses a unit out of range, naming the site
     index = space.components.index(component)
     (ids,) = tokenize(model, [text])
     seen = {}
