@@ -25,6 +25,7 @@ from lensneurons.core.stats import (
     average_precision,
     average_precision_multi,
     median,
+    row_mean,
     welch_t,
     welch_t_from_moments,
 )
@@ -253,6 +254,23 @@ def test_median_nan_and_one_dimensional():
     assert median(v).item() == 2.5
     with pytest.raises(ValueError, match="at least one row"):
         median(torch.zeros(0, 3))
+
+
+def test_median_and_row_mean_of_selected_rows_match_numpy():
+    x = torch.randn(40, 3, 5)
+    rows = torch.tensor([3, 0, 17, 39, 8, 8])  # any order; repeats count twice, as in x[rows]
+    expected = x[rows].double().numpy()
+    np.testing.assert_array_equal(median(x, chunk_size=4, rows=rows).numpy(), np.median(x[rows].numpy(), axis=0))
+    np.testing.assert_allclose(row_mean(x, rows, chunk_size=4).numpy(), expected.mean(0), rtol=1e-13)
+    np.testing.assert_allclose(row_mean(x).numpy(), x.double().numpy().mean(0), rtol=1e-13)
+    assert row_mean(x).dtype == torch.float64
+    for bad in (torch.tensor([40]), torch.tensor([-1])):
+        with pytest.raises(ValueError, match="rows must lie in"):
+            row_mean(x, bad)
+        with pytest.raises(ValueError, match="rows must lie in"):
+            median(x, rows=bad)
+    with pytest.raises(ValueError, match="at least one row"):
+        row_mean(x, torch.tensor([], dtype=torch.long))
 
 
 # ---------------------------------------------------------------- Stack

@@ -7,7 +7,7 @@ the rows. Reducers (`MeanVar`, `WelchT`, `Stack`, `TopK`) consume batches of row
 `torch.distributed.all_gather_object`); `from_state_dict` rebuilds the reducer.
 """
 from lensneurons.core.stats.reducers import MeanVar, Reducer, Stack, WelchT
-from lensneurons.core.stats.scores import average_precision, average_precision_multi, median, welch_t, welch_t_from_moments
+from lensneurons.core.stats.scores import average_precision, average_precision_multi, median, row_mean, welch_t, welch_t_from_moments
 from lensneurons.core.stats.topk import TopK
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "welch_t",
     "welch_t_from_moments",
     "median",
+    "row_mean",
     "Reducer",
     "MeanVar",
     "WelchT",

@@ -236,17 +236,24 @@ def welch_t(x: Float[Tensor, "text *neuron"], labels: Bool[Tensor, "text"]) -> F
     return out.reshape(x.shape[1:])
 
 
-def median(x: Float[Tensor, "text *neuron"], chunk_size: int = 4096) -> Float[Tensor, "*neuron"]:
+def median(
+    x: Float[Tensor, "text *neuron"], chunk_size: int = 4096, rows: Optional[Int[Tensor, "m"]] = None
+) -> Float[Tensor, "*neuron"]:
     """Median over texts like `numpy.median(x, axis=0)`: the mean of the two middle values
-    for an even count (torch.median returns the lower one); NaN where a column has NaN."""
+    for an even count (torch.median returns the lower one); NaN where a column has NaN.
+    With `rows`, the median of those rows only (`x[rows]` without the copy)."""
     _check_chunk_size(chunk_size)
     if x.ndim < 1 or x.shape[0] == 0:
         raise ValueError(f"median needs at least one row, got shape {tuple(x.shape)}")
-    n = x.shape[0]
-    flat = x.reshape(n, -1)
+    flat = x.reshape(x.shape[0], -1)
+    if rows is not None:
+        rows = _check_rows(rows, x.shape[0]).to(x.device)
+        if len(rows) == 0:
+            raise ValueError("median needs at least one row, got an empty `rows`")
+    n = x.shape[0] if rows is None else len(rows)
     out = torch.empty(flat.shape[1], dtype=x.dtype, device=x.device)
     for start, stop in column_chunks(flat.shape[1], chunk_size):
-        sorted_rows = _sort_rows(_columns_as_rows(flat, start, stop))
+        sorted_rows = _sort_rows(_columns_as_rows(flat, start, stop, rows))
         if n % 2:
             mid = sorted_rows[:, n // 2]
         else:
@@ -255,4 +262,23 @@ def median(x: Float[Tensor, "text *neuron"], chunk_size: int = 4096) -> Float[Te
         mid = torch.where(torch.isnan(sorted_rows[:, -1]), sorted_rows[:, -1], mid)
         out[start:stop] = mid.to(x.dtype)
     return out.reshape(x.shape[1:])
+
+
+def row_mean(
+    x: Float[Tensor, "text *neuron"], rows: Optional[Int[Tensor, "m"]] = None, chunk_size: int = 256
+) -> Float[Tensor, "*neuron"]:
+    """Mean of the rows of `x` (only `rows`, when given), accumulated in float64 `chunk_size` rows at a time.
+
+    `x[rows].double().mean(0)` holds the selected rows twice over (once as a copy, once in float64):
+    12 times the pooled matrix's row size per row, 3.7 GB for 2,500 texts × 124,416 units. This holds
+    one chunk."""
+    _check_chunk_size(chunk_size)
+    rows = torch.arange(x.shape[0]) if rows is None else _check_rows(rows, x.shape[0])
+    if len(rows) == 0:
+        raise ValueError("row_mean needs at least one row")
+    rows = rows.to(x.device)
+    total = torch.zeros(x.shape[1:], dtype=torch.float64, device=x.device)
+    for start in range(0, len(rows), chunk_size):
+        total += x[rows[start : start + chunk_size]].sum(0, dtype=torch.float64)
+    return total / len(rows)
 

@@ -26,7 +26,7 @@ from lensneurons.core.generation import generate_from_bos
 from lensneurons.lenses.language.langid import identify
 from lensneurons.core.neurons import NeuronSet, overlap_matrix
 from lensneurons.core.patching import NeuronEdit, patched, set_to
-from lensneurons.core.stats import average_precision, median
+from lensneurons.core.stats import average_precision, median, row_mean
 
 CONDITIONS = ("none", "top", "bottom", "both")
 
@@ -83,10 +83,9 @@ class LanguageNeurons(Analysis):
             # rows= ranks this language's texts without copying them out of `acts`
             ap = average_precision(acts.flatten(1), labels, rows=torch.as_tensor(idx))
             scores.append(ap.view(n_layers, width).float())
-            positives = acts[torch.as_tensor(data.positives[lang])]
-            medians.append(median(positives))
-            negatives = acts[torch.as_tensor(data.negatives[lang])]
-            differences.append((positives.double().mean(0) - negatives.double().mean(0)).float())
+            positives, negatives = torch.as_tensor(data.positives[lang]), torch.as_tensor(data.negatives[lang])
+            medians.append(median(acts, rows=positives))
+            differences.append((row_mean(acts, positives) - row_mean(acts, negatives)).float())
         self._set_scores(torch.stack(scores), torch.stack(medians), data.languages, torch.stack(differences))
         self.activations_ = acts
         self.data_ = data
