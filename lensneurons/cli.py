@@ -19,6 +19,8 @@ STUDIES = {
                        "what single neurons respond to: top-K sentences, patterns, metadata, clusters (Oba et al.)"),
     "finetune-shift": ("lensneurons.lenses.corpus.shift_study",
                        "how far each sentence's neuron vector moves under a short fine-tune (Oba et al., step 5)"),
+    "atlas": ("lensneurons.atlas.study",
+              "the neuron atlas: every lens on one unit space, one card per unit, a static site to search"),
 }
 
 

@@ -423,6 +423,12 @@ def test_pipeline_writes_results(model, tmp_path):
     kn = KnowledgeNeurons(steps=3).fit(model, CONCEPTS, progress=False)
     assert neurons["concepts"]["mat"]["neurons"] == kn.neurons_["mat"].to_dict()["neurons"]
     assert neurons["unrelated"] == "tea"
+    import csv
+    with open(tmp_path / "knowledge_neurons.csv") as f:
+        saved = list(csv.DictReader(f))
+    assert [(r["concept"], int(r["layer"]), int(r["neuron"])) for r in saved] == [
+        (r["concept"], r["layer"], r["neuron"]) for r in kn.rows()]
+    assert [float(r["attribution"]) for r in saved] == pytest.approx([r["attribution"] for r in kn.rows()], rel=1e-6)
     parser = argparse.ArgumentParser()
     pipe.STUDY.add_arguments(parser)
     got = pipe.STUDY.config_from_args(parser.parse_args(["--out", "x", "--p", "60", "--relations", "P36"]))

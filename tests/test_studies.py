@@ -21,6 +21,10 @@ def _data(name):
         return {"a": [("one two", " three"), ("four five", " six")], "b": [("x y", " z"), ("p q", " r")]}
     if name == "sparse-probing":
         return {"t": [MinimalPair("t", f"the cat sat {i}.", f"cat the sat {i}.", i) for i in range(8)]}
+    if name == "atlas":
+        from lensneurons.atlas.study import AtlasData
+
+        return AtlasData(*(_data(n) for n in ("language-neurons", "knowledge-neurons", "sparse-probing", "corpus-neurons")))
     sources = ["pros_cons"] * 600 + ["inaugural"] * 300  # enough for finetune-shift's default groups
     return Corpus([f"sentence number {i} here" for i in range(900)], {"corpus": sources})
 

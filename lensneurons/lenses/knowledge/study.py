@@ -140,6 +140,7 @@ def run(
                          "per_prompt": [len(s) for s in kn.prompt_neurons_[c]],
                          "p_answer": kn.probs_[c].tolist(), "pos": pos[c]} for c in kept},
     })
+    folder.csv("knowledge_neurons.csv", kn.rows())  # each concept's neurons with their mean attribution
     folder.csv("completeness.csv", [
         {"concept": c, "prompt": kept[c][i][0], **{f"layer{l}": round(float(e[i, l]), 5) for l in range(n_layers)}}
         for c, e in kn.completeness_errors_.items() for i in range(e.shape[0])
