@@ -63,3 +63,23 @@ def test_release_freed_memory_returns_freed_heap_pages():
 def test_map_large_blocks_rejects_a_non_positive_threshold():
     with pytest.raises(ValueError, match="threshold_bytes"):
         map_large_blocks(0)
+
+
+def test_a_tied_unembedding_shares_the_embedding_and_gives_the_same_logits():
+    import torch
+
+    from lensneurons.core.models import contiguous_linear_weights, tie_unembedding, toy_model
+
+    torch.manual_seed(0)
+    model = toy_model(n_layers=1, d_model=8, d_mlp=16, n_ctx=16)
+    tokens = torch.tensor([[1, 5, 7, 2]])
+    untied = model.unembed.W_U.data_ptr()
+    tie_unembedding(model)  # a random W_U is not W_E.T: left alone
+    assert model.unembed.W_U.data_ptr() == untied
+    with torch.no_grad():
+        model.unembed.W_U.copy_(model.embed.W_E.T)
+    contiguous_linear_weights(model)
+    before = model(tokens)
+    tie_unembedding(model)
+    assert model.unembed.W_U.data_ptr() == model.embed.W_E.data_ptr()  # one copy in memory
+    assert torch.equal(model(tokens), before)  # the same values and layout: identical logits

@@ -109,7 +109,7 @@ def _load_embedded(name: str, device: torch.device, dtype: torch.dtype) -> Hooke
         tl_name, hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=dtype
     )
     del hf_model
-    model = contiguous_linear_weights(model).eval()
+    model = tie_unembedding(contiguous_linear_weights(model)).eval()
     release_freed_memory()  # the HF → TransformerLens conversion frees ~0.4 GB glibc would keep
     return model
 
@@ -124,6 +124,24 @@ def contiguous_linear_weights(model: HookedTransformer) -> HookedTransformer:
     for name, p in model.named_parameters():
         if name.endswith(("unembed.W_U", "mlp.W_in", "mlp.W_gate", "mlp.W_out")):
             p.data = p.data.T.contiguous().T
+    return model
+
+
+def tie_unembedding(model: HookedTransformer) -> HookedTransformer:
+    """Let the unembedding share the embedding's memory when it is exactly its transpose (tied embeddings).
+
+    TransformerLens keeps W_U as a separate copy even for models that tie it to W_E (SmolLM2/Llama-style
+    tied embeddings). Gemma's copy is not tied in TransformerLens, which folds the embedding's sqrt(d_model)
+    scale into W_E, so W_U = W_E.T / sqrt(d_model) stays a copy (0.67 GB). Stored as `W_E.T` the values and the memory layout are those `contiguous_linear_weights`
+    gives W_U, so results are identical; an untied model is left alone. As in the original tied model, a
+    fine-tune that trains the embedding now trains the unembedding with it.
+    """
+    embed, unembed = getattr(model, "embed", None), getattr(model, "unembed", None)
+    if embed is None or unembed is None or not hasattr(unembed, "W_U"):
+        return model
+    W_E, W_U = embed.W_E, unembed.W_U
+    if W_U.shape == W_E.T.shape and W_U.dtype == W_E.dtype and W_U.device == W_E.device and torch.equal(W_U, W_E.T):
+        W_U.data = W_E.data.T
     return model
 
 
