@@ -8,7 +8,7 @@ OUT    ?= results/demo
 # Real datasets (see ../shared/data/README.md); override to point elsewhere.
 export LENSNEURONS_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: demo test test-fast bench reproduce-L results-docs tutorials docs install clean
+.PHONY: demo test test-fast bench reproduce-L results-docs tutorials docs browser install clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ tutorials: $(STAMP)
 # The API reference from the docstrings, into build/docs (warnings are errors, as in the tests).
 docs: $(STAMP)
 	$(VENV)/bin/mkdocs build --strict
+
+# Debian's Chromium for the atlas's browser test (tests marked `browser` are skipped without it).
+browser:
+	command -v chromium >/dev/null || apt-get install -y chromium
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run_all

@@ -147,3 +147,26 @@ def write_site(folder: str | Path, cards: Sequence[dict], languages: Sequence[st
         atomic_write(folder / "overview.png", buf.getvalue())
     files = [p for p in folder.rglob("*") if p.is_file()]
     return {"files": len(files), "bytes": sum(p.stat().st_size for p in files), "shards": len(shards)}
+
+
+def card_html(card: dict) -> str:
+    """One card as self-contained HTML (the site's own script and style inlined), e.g. for a notebook:
+    `IPython.display.HTML(card_html(card))`."""
+    assets = resources.files("lensneurons.atlas").joinpath("assets")
+    element = "atlas-card-" + card["id"].replace("/", "-")
+    return (f"<style>{_scoped(assets.joinpath('atlas.css').read_text(encoding='utf-8'), '.atlas-card')}</style>"
+            f"<div class=\"atlas-card\" id=\"{element}\"></div><script>{assets.joinpath('atlas.js').read_text(encoding='utf-8')}\n"
+            f"renderCard(document.getElementById({json.dumps(element)}), {json.dumps(card, ensure_ascii=False)});</script>")
+
+
+def _scoped(css: str, scope: str) -> str:
+    """The site's style with every rule limited to elements inside `scope` (page-wide rules dropped), so that a
+    card inlined into a notebook leaves the notebook's own look alone. The style sheet has one rule per line."""
+    out = []
+    for rule in css.splitlines():
+        for part in filter(None, (r.strip() for r in rule.split("}"))):
+            selectors, _, body = part.partition("{")
+            if selectors.strip() == "body":
+                continue
+            out.append(", ".join(f"{scope} {sel.strip()}" for sel in selectors.split(",")) + " {" + body + "}")
+    return "\n".join(out)

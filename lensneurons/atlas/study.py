@@ -33,7 +33,7 @@ LENS_STUDIES = {"language": "language-neurons", "knowledge": "knowledge-neurons"
                 "corpus": "corpus-neurons"}
 SCALES = {
     # minutes on 2 CPU cores: each lens's own demo size; 3,000 sentences for the corpus lens
-    "demo": {"language": ("demo", {}), "knowledge": ("demo", {}), "grammar": ("demo", {}),
+    "demo": {"language": ("demo", dict(ablation_ks=[])), "knowledge": ("demo", {}), "grammar": ("demo", {}),
              "corpus": ("default", dict(n_sentences=3000, k=20, n_sample=300, sse_k_max=0, n_describe=0))},
     # the paper-size runs of the results docs (hours)
     "full": {"language": ("mlp-units", {}), "knowledge": ("paper", {}), "grammar": ("paper", {}),
@@ -185,13 +185,15 @@ def _token_stage(model, cfg: AtlasConfig, folder: ResultsFolder, corpus: sources
             plan[(layer, unit)] = {"top": top, "random": rand}
             for i in top + rand:
                 wanted.setdefault(int(i), []).append((layer, unit))
-    key = fingerprint(weights_digest(model), cfg.site, sorted((k, tuple(v)) for k, v in wanted.items()))
+    key = fingerprint("tokens-once", weights_digest(model), cfg.site, sorted((k, tuple(v)) for k, v in wanted.items()))
 
-    def compute():
+    def compute():  # each text's tokens once, then one list of values per (text, unit)
         values = token_values(model, cn.corpus_.texts, wanted, site=cfg.site, progress=progress)
-        return [[t, l, u, v] for (t, l, u), v in values.items()]
+        tokens = {str(t): v["tokens"] for (t, _, _), v in values.items()}
+        return {"tokens": tokens, "values": [[t, l, u, v["values"]] for (t, l, u), v in values.items()]}
 
-    saved = {(t, l, u): v for t, l, u, v in folder.stage("token_values.json", key, compute)}
+    stage = folder.stage("token_values.json", key, compute)
+    saved = {(t, l, u): {"tokens": stage["tokens"][str(t)], "values": v} for t, l, u, v in stage["values"]}
     return {unit: {part: [{"sentence": i, **saved[(i, *unit)]} for i in ids] for part, ids in p.items()}
             for unit, p in plan.items()}
 
