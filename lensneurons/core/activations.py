@@ -14,12 +14,12 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
-from transformer_lens import HookedTransformer
 
 from lensneurons.core import distributed
 from lensneurons.core.sites import check_layers
 from lensneurons.core.units import unit_hooks, unit_space
 from lensneurons.core.stats import Reducer, Stack
+from lensneurons.core.models import CausalModel
 
 POOLINGS = ("mean", "last", "max")
 
@@ -50,7 +50,7 @@ def check_texts(texts: Sequence[str]) -> None:
 
 
 def tokenize(
-    model: HookedTransformer,
+    model: CausalModel,
     texts: Sequence[str],
     prepend_bos: bool | None = None,
     append_eos: bool = False,
@@ -79,7 +79,7 @@ def tokenize(
     return out
 
 
-def pad_id(model: HookedTransformer) -> int:
+def pad_id(model: CausalModel) -> int:
     """The id that fills padded positions: the tokenizer's pad token, else 0 (padding is masked out or, on
     the right of a causal LM's text, never seen, so its value does not matter)."""
     pad = model.tokenizer.pad_token_id if model.tokenizer is not None else None
@@ -144,7 +144,7 @@ def shard_range(n_texts: int, shard: tuple[int, int] | None) -> range:
 
 
 def stream_pooled(
-    model: HookedTransformer,
+    model: CausalModel,
     texts: Sequence[str],
     site: str = "mlp",
     layers: int | Sequence[int] | None = None,
@@ -210,7 +210,7 @@ def stream_pooled(
     bar.close()
 
 
-def collect(model: HookedTransformer, texts: Sequence[str], reducers: Sequence[Reducer], **kwargs) -> list[Reducer]:
+def collect(model: CausalModel, texts: Sequence[str], reducers: Sequence[Reducer], **kwargs) -> list[Reducer]:
     """Stream pooled activations of `texts` into `reducers` (each with `update(x, ids)`).
 
     Keyword arguments go to `stream_pooled`. Under `torchrun` every rank reduces its shard and the
@@ -240,7 +240,7 @@ def _feed(reducers: list, x: Tensor, ids: Tensor) -> None:
         reducer.update(x, ids)
 
 
-def pooled_activations(model: HookedTransformer, texts: Sequence[str], **kwargs) -> Float[Tensor, "text layer neuron"]:
+def pooled_activations(model: CausalModel, texts: Sequence[str], **kwargs) -> Float[Tensor, "text layer neuron"]:
     """All texts' pooled activations as one tensor (text order preserved). See `stream_pooled`."""
     (stack,) = collect(model, texts, [Stack()], **kwargs)
     return stack.values

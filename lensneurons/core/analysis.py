@@ -16,10 +16,10 @@ from typing import Any, ClassVar
 
 from jaxtyping import Float
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
 from lensneurons.core.activations import collect, pooled_activations
 from lensneurons.core.results import load_state, save_state
+from lensneurons.core.models import CausalModel
 
 __all__ = ["Collection", "Analysis", "NotFittedError", "frame"]
 
@@ -48,12 +48,12 @@ class Collection:
         return dict(site=self.site, layers=layers, pooling=self.pooling, batch_size=self.batch_size,
                     max_length=self.max_length, include_bos=self.include_bos, append_eos=self.append_eos)
 
-    def pooled(self, model: HookedTransformer, texts: Sequence[str], progress: bool = True,
+    def pooled(self, model: CausalModel, texts: Sequence[str], progress: bool = True,
                shard: tuple[int, int] | None = None) -> Float[Tensor, "text layer neuron"]:
         """Every text's pooled activations (text order kept)."""
         return pooled_activations(model, list(texts), progress=progress, shard=shard, **self._kwargs())
 
-    def collect(self, model: HookedTransformer, texts: Sequence[str], reducers: Sequence, progress: bool = True,
+    def collect(self, model: CausalModel, texts: Sequence[str], reducers: Sequence, progress: bool = True,
                 shard: tuple[int, int] | None = None) -> list:
         """Stream the pooled activations into `reducers` (see `lensneurons.core.activations.collect`)."""
         return collect(model, list(texts), reducers, progress=progress, shard=shard, **self._kwargs())

@@ -12,7 +12,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
-from transformer_lens import HookedTransformer
+
+from lensneurons.core.models import CausalModel, is_bridge
 
 try:  # TransformerLens 3
     from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache as KeyValueCache
@@ -53,7 +54,7 @@ def sample_next(
 
 
 def generate_from_bos(
-    model: HookedTransformer,
+    model: CausalModel,
     seeds: Sequence[int] = range(1, 101),
     max_new_tokens: int = 32,
     batch_size: int = 50,
@@ -81,12 +82,12 @@ def generate_from_bos(
         chunk = list(seeds)[start : start + batch_size]
         generators = [torch.Generator().manual_seed(int(s)) for s in chunk]
         tokens = torch.tensor([start_ids] * len(chunk), dtype=torch.long, device=model.cfg.device)
-        cache = KeyValueCache.init_cache(model.cfg, model.cfg.device, len(chunk))
+        step = _decoder(model, len(chunk))
         out = []
         done = torch.zeros(len(chunk), dtype=torch.bool, device=model.cfg.device)
         with torch.inference_mode():
             for _ in range(max_new_tokens):
-                logits = model(tokens, past_kv_cache=cache)[:, -1]
+                logits = step(tokens)
                 tokens = sample_next(logits, generators, temperature, top_k, top_p)[:, None]
                 out.append(tokens)
                 bar.update(len(chunk))
@@ -99,3 +100,20 @@ def generate_from_bos(
             texts.append(tok.decode(row, skip_special_tokens=True))
     bar.close()
     return texts
+
+
+def _decoder(model, batch: int):
+    """One decoding step: the logits of the last position, given the new tokens. A `HookedTransformer` keeps a
+    key-value cache. A `TransformerBridge` runs the whole sequence again at every step: in TransformerLens 3.9
+    with transformers 5 its bridged attention neither fills nor reads Hugging Face's cache (each new token would
+    be read alone), and it ignores TransformerLens' one."""
+    if is_bridge(model):
+        seen: list[Tensor] = []
+
+        def step(tokens):
+            seen.append(tokens)
+            return model(torch.cat(seen, 1))[:, -1]
+
+        return step
+    cache = KeyValueCache.init_cache(model.cfg, model.cfg.device, batch)
+    return lambda tokens: model(tokens, past_kv_cache=cache)[:, -1]

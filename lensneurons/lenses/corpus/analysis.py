@@ -30,7 +30,6 @@ import numpy as np
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
 from lensneurons.core.activations import reduce_rows
 from lensneurons.core.analysis import Analysis, Collection
@@ -42,6 +41,7 @@ from lensneurons.core.stats import Stack, TopK
 from lensneurons.lenses.corpus.figures import plot_neuron_clusters, plot_sse_curves, plot_summary_map  # noqa: F401
 from lensneurons.lenses.corpus.patterns import Pattern, PatternIndex, _min_count, frequent_patterns
 from lensneurons.lenses.corpus.shift import neuron_vector_distances, vector_distances  # noqa: F401
+from lensneurons.core.models import CausalModel
 
 SUMMARY_STATS = ("mean_length", "mean_activation", "min_activation")
 POS_WORD_CLASSES = ("NOUN", "VERB", "ADJ")
@@ -237,7 +237,7 @@ class CorpusNeurons(Analysis):
 
     def fit(
         self,
-        model: HookedTransformer,
+        model: CausalModel,
         corpus: Corpus,
         shard: Optional[tuple[int, int]] = None,
         progress: bool = True,
@@ -477,7 +477,7 @@ class CorpusNeurons(Analysis):
         self,
         folder: str | Path,
         neurons: Optional[Sequence[tuple[int, int]]] = None,
-        model: Optional[HookedTransformer] = None,
+        model: Optional[CausalModel] = None,
         n: int = 10,
         fields: Optional[Sequence[str]] = None,
         patterns: bool = True,

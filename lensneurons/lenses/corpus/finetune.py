@@ -17,19 +17,19 @@ import torch
 from jaxtyping import Bool, Int
 from torch import Tensor
 from tqdm.auto import tqdm
-from transformer_lens import HookedTransformer
 
 from lensneurons.core.activations import pad_id, right_pad, tokenize
+from lensneurons.core.models import CausalModel
 
 PARAM_SETS = ("all", "blocks")
 OPTIMIZERS = ("adamw", "sgd")
 
 
-def _padded(model: HookedTransformer, texts: list[str], max_length: int) -> tuple[Int[Tensor, "batch pos"], Bool[Tensor, "batch pos"]]:
+def _padded(model: CausalModel, texts: list[str], max_length: int) -> tuple[Int[Tensor, "batch pos"], Bool[Tensor, "batch pos"]]:
     return right_pad(tokenize(model, texts, max_length=max_length), pad_id(model), model.cfg.device)
 
 
-def _batch_loss(model: HookedTransformer, tokens: Int[Tensor, "batch pos"], mask: Bool[Tensor, "batch pos"]) -> tuple[Tensor, Tensor]:
+def _batch_loss(model: CausalModel, tokens: Int[Tensor, "batch pos"], mask: Bool[Tensor, "batch pos"]) -> tuple[Tensor, Tensor]:
     """Sum of next-token negative log-likelihoods over real target tokens, and their count."""
     logits = model(tokens, attention_mask=mask.long(), return_type="logits")
     logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
@@ -38,7 +38,7 @@ def _batch_loss(model: HookedTransformer, tokens: Int[Tensor, "batch pos"], mask
     return (nll * target).sum(), target.sum()
 
 
-def lm_loss(model: HookedTransformer, texts: Sequence[str], batch_size: int = 8, max_length: int = 128) -> float:
+def lm_loss(model: CausalModel, texts: Sequence[str], batch_size: int = 8, max_length: int = 128) -> float:
     """Mean next-token cross-entropy (nats per predicted token) of `model` on `texts`, padding excluded."""
     texts = list(texts)
     if not texts:
@@ -55,7 +55,7 @@ def lm_loss(model: HookedTransformer, texts: Sequence[str], batch_size: int = 8,
 
 
 def finetune(
-    model: HookedTransformer,
+    model: CausalModel,
     texts: Sequence[str],
     steps: int = 10,
     lr: float = 1e-4,
@@ -65,7 +65,7 @@ def finetune(
     optimizer: str = "adamw",
     seed: int = 0,
     progress: bool = False,
-) -> HookedTransformer:
+) -> CausalModel:
     """A copy of `model` after `steps` optimiser steps of next-token loss on `texts`.
 
     Each step takes the next `batch_size` texts of a seeded shuffle (reshuffled after each pass).

@@ -15,17 +15,17 @@ from typing import Any, Optional
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
 from lensneurons.core.activations import tokenize
 from lensneurons.core.results import atomic_write
 from lensneurons.core.sites import SITES, check_layers, hook_name
 from lensneurons.core.units import unit_hooks, unit_space
 from lensneurons.lenses.corpus.patterns import collapse_redundant
+from lensneurons.core.models import CausalModel
 
 
 def token_activations(
-    model: HookedTransformer, text: str, layer: int, neuron: int, site: str = "resid", include_bos: bool = False
+    model: CausalModel, text: str, layer: int, neuron: int, site: str = "resid", include_bos: bool = False
 ) -> tuple[list[str], Float[Tensor, "pos"]]:
     """The text's tokens (as strings) and the neuron's value at each; the model's BOS only with `include_bos`."""
     if not isinstance(text, str):
@@ -50,7 +50,7 @@ def token_activations(
     return tokens, values
 
 
-def colored_tokens_view(model: HookedTransformer, texts: Sequence[str], layer: int, neuron: int, site: str = "resid") -> Any:
+def colored_tokens_view(model: CausalModel, texts: Sequence[str], layer: int, neuron: int, site: str = "resid") -> Any:
     """circuitsvis view of the neuron over `texts` (one line per text), on one shared colour scale."""
     from circuitsvis.tokens import colored_tokens
 
@@ -120,7 +120,7 @@ def _chance_line(name: Any, c: dict) -> str:
 def neuron_report_html(
     description: Any,
     texts: Sequence[str],
-    model: Optional[HookedTransformer] = None,
+    model: Optional[CausalModel] = None,
     site: str = "resid",
     n_sentences: int = 20,
     collection: Any = None,
@@ -211,7 +211,7 @@ def write_report(
     folder: str | Path,
     descriptions: Sequence[Any],
     texts: Sequence[str],
-    model: Optional[HookedTransformer] = None,
+    model: Optional[CausalModel] = None,
     collection: Any = None,
 ) -> Path:
     """Write a page per described neuron, ``index.html`` and ``descriptions.json`` into `folder` (each file

@@ -5,10 +5,10 @@ from collections.abc import Sequence
 
 from jaxtyping import Float
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
 from lensneurons.core.activations import pooled_activations
 from lensneurons.core.sites import check_layers, check_site
+from lensneurons.core.models import CausalModel
 
 
 def vector_distances(
@@ -22,8 +22,8 @@ def vector_distances(
 
 
 def neuron_vector_distances(
-    model_a: HookedTransformer,
-    model_b: HookedTransformer,
+    model_a: CausalModel,
+    model_b: CausalModel,
     groups: dict[str, Sequence[str]],
     site: str = "resid",
     layers: int | Sequence[int] | None = None,

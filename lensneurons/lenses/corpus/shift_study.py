@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import ClassVar, Optional
 
 import numpy as np
-from transformer_lens import HookedTransformer
 
 from lensneurons.core.activations import tokenize
 from lensneurons.lenses.corpus.shift import neuron_vector_distances
@@ -27,6 +26,7 @@ from lensneurons.data.corpora import Corpus, from_file, nltk_corpora
 from lensneurons.lenses.corpus.finetune import OPTIMIZERS, PARAM_SETS, finetune, lm_loss
 from lensneurons.core.results import ResultsFolder
 from lensneurons.core.study import Study, StudyConfig, param
+from lensneurons.core.models import CausalModel
 
 
 @dataclass
@@ -148,7 +148,7 @@ def plot_shift(distances: dict[str, dict], losses: dict[str, dict]):
     return fig
 
 
-def run(model: HookedTransformer, cfg: RunConfig, out: str | Path, corpus: Optional[Corpus] = None,
+def run(model: CausalModel, cfg: RunConfig, out: str | Path, corpus: Optional[Corpus] = None,
         progress: bool = True) -> dict:
     """Fine-tune a copy of `model` and measure how far each group's neuron vectors move; `model` is unchanged."""
     if cfg.params not in PARAM_SETS or cfg.optimizer not in OPTIMIZERS:

@@ -18,13 +18,12 @@ from pathlib import Path
 from typing import ClassVar, Optional
 
 import numpy as np
-from transformer_lens import HookedTransformer
 
 from lensneurons.core import distributed
 from lensneurons.lenses.corpus.analysis import CorpusNeurons
 from lensneurons.lenses.corpus.figures import plot_neuron_clusters, plot_sse_curves, plot_summary_map
 from lensneurons.data.corpora import NLTK_CORPORA, Corpus, from_file, nltk_corpora
-from lensneurons.core.models import weights_digest
+from lensneurons.core.models import CausalModel, weights_digest
 from lensneurons.core.results import ResultsFolder, fingerprint
 from lensneurons.core.study import Study, StudyConfig, param
 
@@ -86,7 +85,7 @@ def load_corpus(cfg: RunConfig) -> Corpus:
 
 
 def run(
-    model: HookedTransformer, cfg: RunConfig, out: str | Path, corpus: Optional[Corpus] = None, progress: bool = True
+    model: CausalModel, cfg: RunConfig, out: str | Path, corpus: Optional[Corpus] = None, progress: bool = True
 ) -> dict:
     """Run the study into folder `out`; `corpus` defaults to the one `cfg` names."""
     corpus = load_corpus(cfg) if corpus is None else corpus
@@ -142,7 +141,7 @@ def run(
             "described": [(d.layer, d.neuron) for d in descriptions]}
 
 
-def _fit_in_parts(model: HookedTransformer, cfg: RunConfig, corpus: Corpus, folder: ResultsFolder,
+def _fit_in_parts(model: CausalModel, cfg: RunConfig, corpus: Corpus, folder: ResultsFolder,
                   progress: bool) -> CorpusNeurons:
     """The top-K pass in parts of `cfg.checkpoint_every` sentences; after each part the merged state so far is
     saved (`checkpoint.pt`, one file, replaced atomically), so an interrupted run resumes at the next part. The

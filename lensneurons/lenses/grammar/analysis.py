@@ -31,7 +31,6 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
-from transformer_lens import HookedTransformer
 
 from lensneurons.data.blimp import MinimalPair, sentences
 from lensneurons.core.neurons import NeuronSet
@@ -42,6 +41,7 @@ from lensneurons.core.sites import check_layers
 from lensneurons.core.stats import welch_t
 from lensneurons.lenses.grammar.extraction import eos_states, extract_to_store, store_config  # noqa: F401 (re-exported)
 from lensneurons.lenses.grammar.store import ActivationStore
+from lensneurons.core.models import CausalModel
 
 __all__ = [
     "SparseProbing",
@@ -197,7 +197,7 @@ class SparseProbing(Analysis):
     # entry points -------------------------------------------------------------------------
     def fit(
         self,
-        model: HookedTransformer,
+        model: CausalModel,
         pairs: Mapping[str, Sequence[MinimalPair]],
         store: ActivationStore | str | os.PathLike | None = None,
         layers: int | Sequence[int] | None = None,

@@ -7,17 +7,16 @@ from collections.abc import Mapping, Sequence
 from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
-from transformer_lens import HookedTransformer
 
 from lensneurons.core.activations import pooled_activations
-from lensneurons.core.models import weights_digest
+from lensneurons.core.models import CausalModel, weights_digest
 from lensneurons.core.sites import check_layers, site_width
 from lensneurons.data.blimp import MinimalPair, sentences
 from lensneurons.lenses.grammar.store import ActivationStore
 
 
 def eos_states(
-    model: HookedTransformer,
+    model: CausalModel,
     texts: Sequence[str],
     layers: int | Sequence[int] | None = None,
     batch_size: int = 32,
@@ -33,7 +32,7 @@ def eos_states(
     )
 
 
-def store_config(model: HookedTransformer, layers: Sequence[int], site: str = "resid") -> dict:
+def store_config(model: CausalModel, layers: Sequence[int], site: str = "resid") -> dict:
     config = {
         "kind": "eos_resid_post", "model": model.cfg.model_name, "weights": weights_digest(model),
         "layers": list(layers), "n_layers": model.cfg.n_layers, "d_model": model.cfg.d_model,
@@ -44,7 +43,7 @@ def store_config(model: HookedTransformer, layers: Sequence[int], site: str = "r
 
 
 def extract_to_store(
-    model: HookedTransformer,
+    model: CausalModel,
     pairs: Mapping[str, Sequence[MinimalPair]],
     store: ActivationStore | str | os.PathLike,
     layers: int | Sequence[int] | None = None,

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from transformer_lens import HookedTransformer
 
 from lensneurons.core.results import ResultsFolder, fingerprint
 from lensneurons.core.sites import check_layers, site_width
@@ -31,6 +30,7 @@ from lensneurons.lenses.grammar.analysis import SparseProbing
 from lensneurons.lenses.grammar.extraction import extract_to_store, store_config
 from lensneurons.lenses.grammar.figures import cross_task_figure, mask_figure, random_figure, spearman_figure, topk_figure
 from lensneurons.lenses.grammar.store import ActivationStore
+from lensneurons.core.models import CausalModel
 
 
 @dataclass
@@ -84,7 +84,7 @@ def load_pairs(cfg: SparseProbingConfig) -> dict[str, list[MinimalPair]]:
     return load_blimp(cfg.tasks, limit=cfg.n_pairs)
 
 
-def run(model: HookedTransformer, cfg: SparseProbingConfig, out: str | Path,
+def run(model: CausalModel, cfg: SparseProbingConfig, out: str | Path,
         pairs: Mapping[str, Sequence[MinimalPair]] | None = None, progress: bool = True) -> dict:
     """Run the study into folder ``out``; ``pairs`` ({task: minimal pairs}) default to the BLiMP tasks ``cfg``
     names. The activation store is reused when it is complete, and a finished fit (``probes.pt``) too."""

@@ -54,7 +54,7 @@ from torch import Tensor
 from transformer_lens import HookedEncoder
 
 from lensneurons.core.activations import collect, pad_id, right_pad, tokenize
-from lensneurons.core.models import HookedModel
+from lensneurons.core.models import HookedModel, is_bridge
 from lensneurons.core.neurons import NeuronSet
 from lensneurons.core.results import load_state, save_state
 from lensneurons.core.sites import check_layers, get_act_name, hook_name, site_width
@@ -258,7 +258,22 @@ def final_resid(model: HookedModel, tokens: Int[Tensor, "batch pos"]) -> Float[T
     """The residual stream after the last block (no unembedding)."""
     if isinstance(model, HookedEncoder):
         return model.encoder_output(tokens)
+    if is_bridge(model):
+        return _bridge_final_resid(model, tokens)
     return model(tokens, stop_at_layer=model.cfg.n_layers)
+
+
+def _bridge_final_resid(model, tokens: Tensor, hooks=()) -> Tensor:
+    """A `TransformerBridge` runs the Hugging Face forward whole (it cannot stop at a layer): the residual
+    stream after the last block is read by a hook on the way (the logits are computed and dropped)."""
+    out = {}
+
+    def keep(x, hook):
+        out["resid"] = x
+
+    with model.hooks(fwd_hooks=[*hooks, (get_act_name("resid_post", model.cfg.n_layers - 1), keep)]):
+        model(tokens)
+    return out["resid"]
 
 
 def answer_logits(
@@ -383,6 +398,8 @@ def _prefix_cache(model: HookedModel, resid0: Tensor, position: int):
     position cannot reach them (causal attention), so every step can reuse them."""
     if position == 0 or isinstance(model, HookedEncoder):  # bidirectional attention: nothing to reuse
         return None
+    if is_bridge(model):  # its blocks cannot be run one by one over a TransformerLens cache
+        return None
     cache = TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, 1)
     with torch.no_grad():
         model(resid0[:, :position], start_at_layer=0, stop_at_layer=model.cfg.n_layers, past_kv_cache=cache)
@@ -408,18 +425,17 @@ def _final_resid_edited(
     The rows run as one batch that grows block by block: the rows of layer l join at block l, starting from
     the clean residual stream entering it, so every block runs once for all rows that have reached it.
     Causal LMs run only the positions from the answer position on, over the cached keys and values of the
-    earlier positions; masked LMs run every position (attention sees both ways)."""
+    earlier positions; masked LMs run every position (attention sees both ways). A `TransformerBridge` cannot
+    start at a block, so each layer's rows run a whole forward pass from the tokens."""
+    if is_bridge(model):  # whole forward passes from the tokens, one per layer's rows
+        parts = [_bridge_final_resid(model, query.tokens.expand(len(x), -1),
+                                     [(hook_name("mlp", layer), _replacing(x, 0, query.position))])
+                 for layer, x in entries]
+        return torch.cat(parts), query
     encoder = isinstance(model, HookedEncoder)
     first = 0 if encoder else query.position  # the positions that are run
     at = query.position - first  # the answer position among them
     joining = dict(entries)
-
-    def replace(x, n_before):
-        def hook(act, hook):
-            rows = torch.cat([act[n_before:, :at], x[:, None].to(act.dtype), act[n_before:, at + 1 :]], dim=1)
-            return torch.cat([act[:n_before], rows])
-
-        return hook
 
     h = None
     for layer in range(min(joining), model.cfg.n_layers):
@@ -429,7 +445,7 @@ def _final_resid_edited(
             n_before = 0 if h is None else len(h)
             fresh = resid[layer][:, first:].expand(len(x), -1, -1)
             h = fresh if h is None else torch.cat([h, fresh])
-            hooks = [(hook_name("mlp", layer), replace(x, n_before))]
+            hooks = [(hook_name("mlp", layer), _replacing(x, n_before, at))]
         block = model.blocks[layer]
         with model.hooks(fwd_hooks=hooks):
             if encoder:
@@ -438,6 +454,15 @@ def _final_resid_edited(
                 entry = cache.entries[layer] if cache is not None else None
                 h = block(h, past_kv_cache_entry=_expand_entry(entry, len(h)))
     return h, _at_position(query, at)
+
+
+def _replacing(x: Tensor, n_before: int, at: int):
+    """A hook that puts row i of `x` at position `at` of row n_before + i (the rows before stay as they are)."""
+    def hook(act, hook):
+        rows = torch.cat([act[n_before:, :at], x[:, None].to(act.dtype), act[n_before:, at + 1 :]], dim=1)
+        return torch.cat([act[:n_before], rows])
+
+    return hook
 
 
 def _at_position(query: Query, position: int) -> Query:

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
 from lensneurons.core.analysis import Analysis, Collection
 from lensneurons.lenses.language.bleu import ReferenceSet
@@ -27,6 +26,7 @@ from lensneurons.lenses.language.langid import identify
 from lensneurons.core.neurons import NeuronSet, overlap_matrix
 from lensneurons.core.patching import NeuronEdit, patched, set_to
 from lensneurons.core.stats import average_precision, median, row_mean
+from lensneurons.core.models import CausalModel
 
 CONDITIONS = ("none", "top", "bottom", "both")
 
@@ -68,7 +68,7 @@ class LanguageNeurons(Analysis):
         self._init_collection(collection, site=site, pooling=pooling, batch_size=batch_size, max_length=max_length)
 
     # fitting -------------------------------------------------------------------------------
-    def fit(self, model: HookedTransformer, data: LanguageTexts, progress: bool = True) -> LanguageNeurons:
+    def fit(self, model: CausalModel, data: LanguageTexts, progress: bool = True) -> LanguageNeurons:
         return self.fit_activations(self.collection.pooled(model, data.texts, progress=progress), data)
 
     def fit_activations(self, acts: Float[Tensor, "text layer neuron"], data: LanguageTexts) -> LanguageNeurons:
@@ -216,7 +216,7 @@ class LanguageNeurons(Analysis):
     # steering -----------------------------------------------------------------------------
     def generate(
         self,
-        model: HookedTransformer,
+        model: CausalModel,
         lang: str,
         which: str,
         config: SteeringConfig = SteeringConfig(),

@@ -13,7 +13,6 @@ from typing import ClassVar
 
 import numpy as np
 from tqdm.auto import tqdm
-from transformer_lens import HookedTransformer
 
 from lensneurons.lenses.language import figures
 from lensneurons.core.activations import pooled_activations
@@ -26,7 +25,7 @@ from lensneurons.lenses.language.analysis import (
 )
 from lensneurons.data.multilingual import LanguageTexts, flores200, kojima2024
 from lensneurons.core.memory import map_large_blocks, release_freed_memory
-from lensneurons.core.models import weights_digest
+from lensneurons.core.models import CausalModel, weights_digest
 from lensneurons.core.results import ResultsFolder, fingerprint
 from lensneurons.core.sites import site_width
 from lensneurons.core.units import UnitSpace, unit_space
@@ -94,7 +93,7 @@ def load_texts(cfg: RunConfig) -> LanguageTexts:
 
 
 def run(
-    model: HookedTransformer, cfg: RunConfig, out: str | Path, data: LanguageTexts | None = None, progress: bool = True
+    model: CausalModel, cfg: RunConfig, out: str | Path, data: LanguageTexts | None = None, progress: bool = True
 ) -> dict:
     """Run (or resume) the study into folder `out`; `data` defaults to the dataset `cfg` names.
 
