@@ -24,7 +24,7 @@ from lensneurons.atlas.site import write_site
 from lensneurons.atlas.tokens import token_values
 from lensneurons.core.models import weights_digest
 from lensneurons.core.results import ResultsFolder, fingerprint
-from lensneurons.core.study import Study, StudyConfig, param
+from lensneurons.core.study import MODEL_HELP, Study, StudyConfig, param
 from lensneurons.core.units import unit_space
 
 LENSES = ("language", "knowledge", "grammar", "corpus")
@@ -53,7 +53,7 @@ class AtlasData:
 
 @dataclass
 class AtlasConfig(StudyConfig):
-    model: str = param("gemma-3-270m", "embedded model or any TransformerLens name")
+    model: str = param("gemma-3-270m", MODEL_HELP)
     site: str = param("mlp", "the unit space every lens reads (knowledge neurons need mlp: other spaces skip that lens)")
     scale: str = param("demo", "size of the lens runs the atlas starts itself", choices=tuple(SCALES))
     lenses: list[str] = param(help="lenses joined on the cards", factory=lambda: list(LENSES))

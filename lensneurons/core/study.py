@@ -24,6 +24,9 @@ from typing import Any, ClassVar
 __all__ = ["StudyConfig", "Study", "param"]
 
 
+MODEL_HELP = ("embedded model (gemma-3-270m, smollm2-135m-instruct), a local Hugging Face folder or .gguf file, "
+              "or any TransformerLens name")
+
 def param(default: Any = MISSING, help: str = "", *, factory: Callable[[], Any] | None = None,
           flags: tuple[str, ...] = (), choices: tuple | None = None, low: float | int | None = None,
           high: float | int | None = None) -> Any:
@@ -154,6 +157,8 @@ class Study:
                                 help="named sizes; flags given change the preset's values (default: %(default)s)")
         add_config_arguments(parser, self.config)
         parser.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
+        parser.add_argument("--backend", default="hooked", choices=["hooked", "bridge"],
+                            help="HookedTransformer, or TransformerLens 3's TransformerBridge (default: %(default)s)")
         parser.add_argument("--out", required=True, help="results folder (a rerun with the same configuration resumes)")
         parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -170,7 +175,7 @@ class Study:
         check_writable(args.out)
         started = time.time()
         data = self.prepare(cfg) if self.prepare is not None else None
-        model = load_model(cfg.model, device=device)
+        model = load_model(cfg.model, device=device, backend=getattr(args, "backend", "hooked"))
         kwargs = {self.data_keyword: data} if data is not None else {}
         result = self.run(model, cfg, args.out, progress=not args.quiet, **kwargs)
         if self.report is not None:

@@ -25,13 +25,13 @@ from lensneurons.lenses.corpus.shift import neuron_vector_distances
 from lensneurons.data.corpora import Corpus, from_file, nltk_corpora
 from lensneurons.lenses.corpus.finetune import OPTIMIZERS, PARAM_SETS, finetune, lm_loss
 from lensneurons.core.results import ResultsFolder
-from lensneurons.core.study import Study, StudyConfig, param
+from lensneurons.core.study import MODEL_HELP, Study, StudyConfig, param
 from lensneurons.core.models import CausalModel
 
 
 @dataclass
 class FinetuneShiftConfig(StudyConfig):
-    model: str = param("gemma-3-270m", "embedded model or any TransformerLens name")
+    model: str = param("gemma-3-270m", MODEL_HELP)
     corpora: list[str] = param(help="NLTK corpora to read", factory=lambda: ["pros_cons", "inaugural"])
     data_file: str | None = param(None, "a CSV/JSONL corpus instead of the NLTK corpora (text + metadata columns)")
     text_column: str = param("text", "text column of data_file")

@@ -25,12 +25,12 @@ from lensneurons.lenses.corpus.figures import plot_neuron_clusters, plot_sse_cur
 from lensneurons.data.corpora import NLTK_CORPORA, Corpus, from_file, nltk_corpora
 from lensneurons.core.models import CausalModel, weights_digest
 from lensneurons.core.results import ResultsFolder, fingerprint
-from lensneurons.core.study import Study, StudyConfig, param
+from lensneurons.core.study import MODEL_HELP, Study, StudyConfig, param
 
 
 @dataclass
 class CorpusNeuronsConfig(StudyConfig):
-    model: str = param("gemma-3-270m", "embedded model or any TransformerLens name")
+    model: str = param("gemma-3-270m", MODEL_HELP)
     corpora: list[str] = param(help="NLTK corpora to read", factory=lambda: list(NLTK_CORPORA))
     data_file: str | None = param(None, "a CSV/JSONL corpus instead of the NLTK corpora (text + metadata columns)")
     text_column: str = param("text", "text column of data_file")

@@ -24,7 +24,7 @@ from typing import ClassVar
 
 from lensneurons.core.results import ResultsFolder, fingerprint
 from lensneurons.core.sites import check_layers, site_width
-from lensneurons.core.study import Study, StudyConfig, param
+from lensneurons.core.study import MODEL_HELP, Study, StudyConfig, param
 from lensneurons.data.blimp import MinimalPair, load_blimp
 from lensneurons.lenses.grammar.analysis import SparseProbing
 from lensneurons.lenses.grammar.extraction import extract_to_store, store_config
@@ -35,7 +35,7 @@ from lensneurons.core.models import CausalModel
 
 @dataclass
 class SparseProbingConfig(StudyConfig):
-    model: str = param("gemma-3-270m", "embedded model or any TransformerLens name")
+    model: str = param("gemma-3-270m", MODEL_HELP)
     tasks: list[str] | None = param(None, "BLiMP tasks (none: all 67)")
     n_pairs: int | None = param(None, "pairs per task (none: all 1,000)", low=2)
     layers: list[int] | None = param(None, "layers probed (none: every layer)")

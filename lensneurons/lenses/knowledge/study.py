@@ -42,11 +42,11 @@ from lensneurons.lenses.knowledge.facts import (  # noqa: F401 (top1_correct, di
 )
 from lensneurons.core.models import HookedModel, weights_digest
 from lensneurons.core.results import ResultsFolder, fingerprint
-from lensneurons.core.study import Study, StudyConfig, param
+from lensneurons.core.study import MODEL_HELP, Study, StudyConfig, param
 
 @dataclass
 class KnowledgeNeuronsConfig(StudyConfig):
-    model: str = param("gemma-3-270m", "embedded model or any TransformerLens name (BERT names: masked-LM prompts)")
+    model: str = param("gemma-3-270m", MODEL_HELP + " (BERT names: masked-LM prompts)")
     data: str = param("pararel", "facts: PARAREL relations or LAMA ConceptNet concepts", choices=("pararel", "lama"))
     relations: list[str] | None = param(None, "PARAREL relations, e.g. P36 P103 (none: all)")
     n_concepts: int = param(200, "facts / concepts kept (answered correctly), drawn in seeded random order", low=1)

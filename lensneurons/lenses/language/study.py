@@ -29,12 +29,12 @@ from lensneurons.core.models import CausalModel, weights_digest
 from lensneurons.core.results import ResultsFolder, fingerprint
 from lensneurons.core.sites import site_width
 from lensneurons.core.units import UnitSpace, unit_space
-from lensneurons.core.study import Study, StudyConfig, param
+from lensneurons.core.study import MODEL_HELP, Study, StudyConfig, param
 
 
 @dataclass
 class LanguageNeuronsConfig(StudyConfig):
-    model: str = param("gemma-3-270m", "embedded model or any TransformerLens name")
+    model: str = param("gemma-3-270m", MODEL_HELP)
     data: str = param("kojima2024", "sentence sets: the paper's (kojima2024) or FLORES-200 (flores200)",
                       choices=("kojima2024", "flores200"))
     languages: list[str] | None = param(None, "languages (none: the dataset's default set)")
