@@ -34,7 +34,8 @@ LENS_STUDIES = {"language": "language-neurons", "knowledge": "knowledge-neurons"
 SCALES = {
     # minutes on 2 CPU cores: each lens's own demo size; 3,000 sentences for the corpus lens
     "demo": {"language": ("demo", dict(ablation_ks=[])), "knowledge": ("demo", {}), "grammar": ("demo", {}),
-             "corpus": ("default", dict(n_sentences=3000, k=20, n_sample=300, sse_k_max=0, n_describe=0))},
+             "corpus": ("default", dict(n_sentences=3000, k=20, n_sample=300, sse_k_max=0, n_describe=0,
+                                        tsne=False))},
     # the paper-size runs of the results docs (hours)
     "full": {"language": ("mlp-units", {}), "knowledge": ("paper", {}), "grammar": ("paper", {}),
              "corpus": ("default", dict(n_sentences=45000, k=750, n_describe=0))},

@@ -41,6 +41,7 @@ class CorpusNeuronsConfig(StudyConfig):
     layers: list[int] | None = param(None, "layers analysed (none: all)")
     n_sample: int = param(1000, "sentences whose activations cluster the neurons", low=0)
     n_clusters: int = param(10, "k-means clusters of neurons", low=1)
+    tsne: bool = param(True, "a 2-D t-SNE map of the clustered neurons (clusters.png; minutes for tens of thousands)")
     label_fields: list[str] = param(help="metadata fields checked for classifier-like neurons (missing ones skipped)",
                                     factory=lambda: ["label", "corpus", "sentiment", "subjectivity", "pro_con",
                                                      "genre", "president"])
@@ -123,14 +124,15 @@ def run(
     n_neurons = cn.n_layers_ * cn.width_
     if cn.sample_activations_.shape[0] >= 2 and n_neurons >= 2:
         started = time.time()
-        labels, emb = cn.cluster(min(cfg.n_clusters, n_neurons))
+        labels, emb = cn.cluster(min(cfg.n_clusters, n_neurons), tsne=cfg.tsne)
         timings["clustering_s"] = round(time.time() - started, 2)
         folder.csv("clusters.csv", [
             {"layer": layer, "neuron": j, "cluster": int(labels[s, j]),
-             "x": round(float(emb[s, j, 0]), 4), "y": round(float(emb[s, j, 1]), 4)}
+             **({"x": round(float(emb[s, j, 0]), 4), "y": round(float(emb[s, j, 1]), 4)} if emb is not None else {})}
             for s, layer in enumerate(cn.layers_) for j in range(cn.width_)
         ])
-        folder.figure("clusters.png", plot_neuron_clusters(emb, labels))
+        if emb is not None:
+            folder.figure("clusters.png", plot_neuron_clusters(emb, labels))
 
     started = time.time()
     descriptions = cn.report(folder.path, model=model, n=cfg.n_describe, fields=cfg.label_fields,
