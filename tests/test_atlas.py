@@ -270,6 +270,7 @@ def test_the_site_searches_and_opens_a_card_in_a_real_browser(built):
     cards = built["cards"]
     index = _dom(f"{(site / 'index.html').as_uri()}#q=L1/7")
     assert "1 of 40 units" in index and 'href="card.html#L1/7"' in index
+    assert 'data-rendered-ms="' in index  # the page stamps when it finished drawing
     members = [cid for cid, c in cards.items() if c["knowledge"]["facts"]]
     filtered = _dom(f"{(site / 'index.html').as_uri()}#kn=1")
     assert f"{len(members)} of 40 units" in filtered and all(f'card.html#{cid}"' in filtered for cid in members)
@@ -282,4 +283,5 @@ def test_the_site_searches_and_opens_a_card_in_a_real_browser(built):
 
     assert escape(c["summary"], quote=False) in page
     assert c["corpus"]["top"][0]["tokens"][1] in page and "Grammar (S)" in page and "Languages (L)" in page
+    assert 'data-rendered-ms="' in page
     assert "No unit named" in _dom(f"{(site / 'card.html').as_uri()}#nonsense")

@@ -125,7 +125,11 @@ function update() {
     if (k === "id") return `<td><a href="card.html#${esc(v)}">${esc(v)}</a></td>`;
     return `<td class="${typeof v === "number" ? "num" : ""}">${esc(fmt(v))}</td>`;
   }).join("") + "</tr>").join("");
+  rendered();
 }
+
+// when the page last finished drawing, in ms since navigation (read by the browser test and the timings)
+function rendered() { document.body.dataset.renderedMs = Math.round(performance.now()); }
 
 // ------------------------------------------------------------------ cards
 function shardOf(id, size) {
@@ -141,6 +145,7 @@ function openCard(base) {
     if (!cards[id]) { el.innerHTML = `<p>The atlas has no unit ${esc(id)}.</p>`; return; }
     renderCard(el, cards[id], base);
     document.title = `${id} · neuron atlas`;
+    rendered();
   });
 }
 
