@@ -186,6 +186,14 @@ def test_patterns_for_the_units_most_lenses_single_out(built):
     interest = {cid: atlas.interest(c, Thresholds(t=2.0)) for cid, c in built["cards"].items()}
     assert min(interest[c["id"]] for c in described) >= max(
         v for cid, v in interest.items() if cid not in {c["id"] for c in described})
+    # a pattern's share in the summary line is its count of top sentences over the K the lens kept
+    import re
+
+    for c in described:
+        m = re.search(r"fires on '(.*?)' \((\d+)% of top sentences\)", c["summary"])
+        if m:
+            p = next(p for p in c["corpus"]["ngrams"] + c["corpus"]["skipgrams"] if " ".join(p["items"]) == m[1])
+            assert int(m[2]) == round(100 * p["support_top"] / c["corpus"]["k"]) <= 100
 
 
 def test_exports_follow_their_schema(built):
@@ -246,8 +254,8 @@ def test_summary_line_restates_the_card():
                       "ap": {"ja": 0.971, "de": 0.5}, "of": 36864},
          "knowledge": {"facts": [{"concept": "P36:Finland", "answer": " Helsinki"}]},
          "grammar": {"max_abs_t": 12.44, "tasks": [{"task": "anaphor_gender_agreement"}]},
-         "corpus": {"metadata": {"corpus": {"pros_cons": 0.71, "brown": 0.2}, "label": {"pos": 0.85}},
-                    "ngrams": [{"items": ["not"], "support_top": 0.4, "relative": 3.0}]}}
+         "corpus": {"metadata": {"corpus": {"pros_cons": 0.71, "brown": 0.2}, "label": {"pos": 0.85}}, "k": 10,
+                    "ngrams": [{"items": ["not"], "support_top": 4, "relative": 3.0}]}}
     assert summary_line(c, Thresholds(share=0.7)) == (
         "ja top-1,000 AP 0.97 (rank 3); knowledge neuron of P36:Finland → Helsinki; |t| 12.4 on "
         "anaphor_gender_agreement; fires on 'not' (40% of top sentences); 71% pros_cons; 85% pos (label)")

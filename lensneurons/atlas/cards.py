@@ -145,7 +145,8 @@ def summary_line(c: dict, th: Thresholds = Thresholds()) -> str:
         pattern = next((p for p in (corp.get("ngrams") or []) + (corp.get("skipgrams") or [])
                         if (p.get("relative") or 0) >= th.pattern_relative), None)
         if pattern:
-            parts.append(f"fires on '{' '.join(pattern['items'])}' ({pattern['support_top']:.0%} of top sentences)")
+            share = pattern["support_top"] / corp["k"]  # support_top counts top sentences
+            parts.append(f"fires on '{' '.join(pattern['items'])}' ({share:.0%} of top sentences)")
         for name, dist in corp["metadata"].items():
             label, share = next(iter(dist.items()))
             if share is not None and share >= th.share:

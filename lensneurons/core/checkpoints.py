@@ -139,13 +139,15 @@ def local_gguf(path: Path) -> GGUFSource:
     return GGUFSource(path.stem, file_digest(path), lambda: path, "the file changed while it was read; load it again")
 
 
-def hooked_from_folder(folder: Path, name: str, architecture: str | None, device: torch.device, dtype: torch.dtype):
+def hooked_from_folder(folder: Path, name: str, architecture: str | None, device: torch.device, dtype: torch.dtype,
+                       hf_model=None):
     """A `HookedTransformer` with the weights of a Hugging Face folder, unprocessed (no folded norms, no
     centring: the units are the checkpoint's own).
 
     The configuration comes from the folder's `config.json` through TransformerLens' own conversion, or from a
     TransformerLens model name of the same architecture and sizes (`architecture`), as for Gemma-3, whose
-    config TransformerLens 3 builds from its name only."""
+    config TransformerLens 3 builds from its name only. `hf_model`: the folder's model already loaded (and
+    perhaps changed), instead of reading its weights again."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformer_lens import HookedTransformer
 
@@ -153,7 +155,7 @@ def hooked_from_folder(folder: Path, name: str, architecture: str | None, device
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"{folder} has no config.json: not a Hugging Face checkpoint folder "
                                 f"(give a folder written by save_pretrained, or a .gguf file)")
-    hf_model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    hf_model = hf_model if hf_model is not None else AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if architecture is not None:
         try:

@@ -207,7 +207,7 @@ function renderCard(el, c, base = "") {
     const pats = ["ngrams", "skipgrams", "pos_patterns"].filter(k => O[k] && O[k].length);
     pats.forEach(k => {
       h.push(`<p><b>${k.replace("_", " ")}</b> (PrefixSpan; share of top sentences, times as frequent as in the corpus)</p>`);
-      h.push(table(["pattern", "support", "relative frequency"], O[k].slice(0, 8).map(p => [p.items.join(" "), p.support_top, p.relative])));
+      h.push(table(["pattern", "top sentences with it", "relative frequency"], O[k].slice(0, 8).map(p => [p.items.join(" "), `${p.support_top} of ${O.k}`, p.relative])));
     });
     if (!pats.length) h.push("<p class='muted'>Patterns were not mined for this unit.</p>");
     h.push(`<p class="muted">cluster ${esc(O.cluster == null ? "–" : O.cluster)} · mean top-sentence length ${esc(O.mean_length)} words` +
