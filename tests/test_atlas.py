@@ -166,6 +166,10 @@ def test_corpus_part_top_sentences_metadata_and_token_values(built, model):
         for field, dist in want.items():
             expected = {str(k): round(v, 3) for k, v in list(dist.items())[:6]}
             assert c["corpus"]["metadata"].get(field, {}) == expected
+        # and how many top sentences carry each field, counted directly
+        ids = facts.neurons.top_ids_[:, facts.neurons.layers_.index(c["layer"]), c["unit"]].tolist()
+        for field in c["corpus"]["metadata"]:
+            assert c["corpus"]["known"][field] == sum(corpus.metadata[field][i] is not None for i in ids)
 
 
 def test_label_shares_order_ties_by_first_appearance_like_the_lens():
@@ -254,11 +258,13 @@ def test_summary_line_restates_the_card():
                       "ap": {"ja": 0.971, "de": 0.5}, "of": 36864},
          "knowledge": {"facts": [{"concept": "P36:Finland", "answer": " Helsinki"}]},
          "grammar": {"max_abs_t": 12.44, "tasks": [{"task": "anaphor_gender_agreement"}]},
-         "corpus": {"metadata": {"corpus": {"pros_cons": 0.71, "brown": 0.2}, "label": {"pos": 0.85}}, "k": 10,
-                    "ngrams": [{"items": ["not"], "support_top": 4, "relative": 3.0}]}}
+         "corpus": {"metadata": {"corpus": {"pros_cons": 0.71, "brown": 0.2}, "label": {"pos": 0.85},
+                                 "pro_con": {"con": 1.0}}, "known": {"corpus": 10, "label": 6, "pro_con": 2},
+                    "k": 10, "ngrams": [{"items": ["not"], "support_top": 4, "relative": 3.0}]}}
+    # pro_con is known for 2 of the 10 top sentences only: its 100% is not a fact worth a summary
     assert summary_line(c, Thresholds(share=0.7)) == (
         "ja top-1,000 AP 0.97 (rank 3); knowledge neuron of P36:Finland → Helsinki; |t| 12.4 on "
-        "anaphor_gender_agreement; fires on 'not' (40% of top sentences); 71% pros_cons; 85% pos (label)")
+        "anaphor_gender_agreement; fires on 'not' (40% of top sentences); 85% pos (label); 71% pros_cons")
     assert summary_line({}) == "no lens singles it out"
 
 

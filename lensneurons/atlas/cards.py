@@ -19,7 +19,8 @@ class Thresholds:
 
     rank_fraction: float = 0.01  # an AP rank in the best (or worst) 1% of all units
     t: float = 5.0  # Welch |t| on some BLiMP task
-    share: float = 0.8  # a metadata label's share of the unit's top sentences
+    share: float = 0.8  # a metadata label's share of the unit's top sentences that carry the field
+    min_known: float = 0.5  # ... counted only where at least this share of the top sentences carry it
     pattern_relative: float = 2.0  # a pattern at least this many times as frequent as in the corpus
 
 
@@ -87,6 +88,7 @@ def corpus_part(f: CorpusFacts, layer: int, unit: int, tokens: dict | None, desc
     slot = cn.layers_.index(layer)
     meta = {name: {k: _r(v, 3) for k, v in shares.of(slot, unit).items()} for name, shares in f.metadata.items()}
     part = {"top": top, "k": int(cn.top_ids_.shape[0]), "metadata": {k: v for k, v in meta.items() if v},
+            "known": {name: int(shares.known[slot, unit]) for name, shares in f.metadata.items() if meta[name]},
             "cluster": f.clusters.get((layer, unit)), "mean_length": _r(f.mean_length[slot, unit], 2),
             "random": (tokens or {}).get("random", [])}
     d = described or f.descriptions.get((layer, unit))
@@ -147,10 +149,21 @@ def summary_line(c: dict, th: Thresholds = Thresholds()) -> str:
         if pattern:
             share = pattern["support_top"] / corp["k"]  # support_top counts top sentences
             parts.append(f"fires on '{' '.join(pattern['items'])}' ({share:.0%} of top sentences)")
-        for name, dist in corp["metadata"].items():
-            label, share = next(iter(dist.items()))
-            if share is not None and share >= th.share:
-                parts.append(f"{share:.0%} {label}" + ("" if name == "corpus" else f" ({name})"))
+        for name, label, share in dominant_labels(corp, th):
+            parts.append(f"{share:.0%} {label}" + ("" if name == "corpus" else f" ({name})"))
         if corp.get("outlier"):
             parts.append("outlier dimension")
     return "; ".join(parts) if parts else "no lens singles it out"
+
+
+def dominant_labels(corp: dict | None, th: Thresholds = Thresholds(), share: float | None = None) -> list[tuple]:
+    """(field, label, share) of each metadata field whose most common label reaches `share` (default
+    `th.share`) of the unit's top sentences that carry the field, where at least `th.min_known` of the top
+    sentences carry it (a field known for 2 of 20 sentences says little), highest share first."""
+    if not corp:
+        return []
+    floor = th.share if share is None else share
+    known = corp.get("known") or {}
+    out = [(name, *next(iter(dist.items()))) for name, dist in (corp.get("metadata") or {}).items()
+           if known.get(name, corp["k"]) >= th.min_known * corp["k"]]
+    return sorted(((n, lab, s) for n, lab, s in out if s is not None and s >= floor), key=lambda x: -x[2])

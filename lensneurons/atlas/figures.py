@@ -7,7 +7,7 @@ import matplotlib.ticker
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from lensneurons.atlas.cards import Thresholds  # noqa: E402
+from lensneurons.atlas.cards import Thresholds, dominant_labels  # noqa: E402
 
 
 def overview(cards: list[dict], n_layers: int, th: Thresholds = Thresholds()):
@@ -17,8 +17,7 @@ def overview(cards: list[dict], n_layers: int, th: Thresholds = Thresholds()):
         "in a language's top/bottom set": lambda c: bool((c.get("language") or {}).get("sets")),
         "in a knowledge-neuron set": lambda c: bool((c.get("knowledge") or {}).get("facts")),
         f"|t| ≥ {th.t:g} on a BLiMP task": lambda c: ((c.get("grammar") or {}).get("max_abs_t") or 0) >= th.t,
-        f"top sentences ≥ {th.share:.0%} one label": lambda c: any(
-            (next(iter(d.values())) or 0) >= th.share for d in ((c.get("corpus") or {}).get("metadata") or {}).values()),
+        f"top sentences ≥ {th.share:.0%} one label": lambda c: bool(dominant_labels(c.get("corpus"), th)),
     }
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3), sharex=True)
     for ax, (title, test) in zip(axes, panels.items()):

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
+from lensneurons.atlas.cards import dominant_labels
 from lensneurons.atlas.schema import NEURON_RECORD_SCHEMA, UNIT_SCHEMA
 from lensneurons.core.results import atomic_write
 
@@ -65,11 +66,8 @@ def index_row(card: dict, order: int, languages: Sequence[str]) -> list:
     corp = card.get("corpus") or {}
     ranks = [lang["rank"][l] for l in languages] if lang else []
     best = min(range(len(ranks)), key=ranks.__getitem__) if ranks else None
-    label, share = None, None
-    for name, dist in (corp.get("metadata") or {}).items():
-        top_label, top_share = next(iter(dist.items()))
-        if top_share is not None and (share is None or top_share > share):
-            label, share = f"{top_label} ({name})", top_share
+    best_label = dominant_labels(corp, share=0.0)[:1]  # fields known for too few top sentences are left out
+    label, share = (f"{best_label[0][1]} ({best_label[0][0]})", best_label[0][2]) if best_label else (None, None)
     top = corp.get("top") or []
     values = {
         "id": card["id"], "layer": card["layer"], "unit": card["unit"], "order": order, "component": card["component"],

@@ -145,6 +145,7 @@ class LabelShares:
     labels: list
     codes: np.ndarray  # (rank, slot, unit) int
     shares: np.ndarray  # (rank, slot, unit) float
+    known: np.ndarray  # (slot, unit) int: how many of the unit's top sentences carry the field
 
     def of(self, slot: int, unit: int) -> dict:
         return {str(self.labels[c]): float(s) for c, s in zip(self.codes[:, slot, unit], self.shares[:, slot, unit])
@@ -166,7 +167,7 @@ def label_shares(values: list, top_ids: np.ndarray, keep: int = 6) -> LabelShare
     top_counts = np.take_along_axis(counts, order, 0) if labels else counts
     shares = np.divide(top_counts, known, out=np.zeros(top_counts.shape), where=known > 0)
     codes_out = np.where(top_counts > 0, order, -1)
-    return LabelShares(labels, codes_out, shares)
+    return LabelShares(labels, codes_out, shares, known)
 
 
 @dataclass

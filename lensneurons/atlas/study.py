@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from lensneurons.atlas import sources
-from lensneurons.atlas.cards import Lenses, Thresholds, card
+from lensneurons.atlas.cards import Lenses, Thresholds, card, dominant_labels
 from lensneurons.atlas.figures import overview
 from lensneurons.atlas.site import write_site
 from lensneurons.atlas.tokens import token_values
@@ -202,11 +202,10 @@ def _token_stage(model, cfg: AtlasConfig, folder: ResultsFolder, corpus: sources
 def interest(c: dict, th: Thresholds) -> int:
     """How many lenses single the unit out (the order in which units are mined for patterns and listed)."""
     lang, know, gram, corp = (c.get(k) for k in ("language", "knowledge", "grammar", "corpus"))
-    shares = [next(iter(d.values())) for d in (corp or {}).get("metadata", {}).values()]
     return (bool(lang and (lang["sets"] or min(lang["rank"].values()) <= th.rank_fraction * lang["of"]))
             + bool(know and know["facts"])
             + bool(gram and gram["max_abs_t"] is not None and gram["max_abs_t"] >= th.t)
-            + bool(any(s is not None and s >= th.share for s in shares)))
+            + bool(dominant_labels(corp, th)))
 
 
 def notable(cards: list[dict], th: Thresholds) -> list[dict]:

@@ -202,7 +202,9 @@ function renderCard(el, c, base = "") {
       h.push(O.random.map(s => `<div class="sentence">${tokens(s.tokens, s.values, scale)}</div>`).join(""));
     }
     const meta = Object.entries(O.metadata);
-    if (meta.length) h.push("<div class='grid'>" + meta.map(([f, d]) => `<div><b>${esc(f)}</b> among top sentences` +
+    const known = O.known || {};
+    if (meta.length) h.push("<div class='grid'>" + meta.map(([f, d]) => `<div><b>${esc(f)}</b> among the ` +
+      (known[f] != null ? `${known[f]} of ${O.k} top sentences that have one` : "top sentences") +
       table(["label", "share"], Object.entries(d).map(([k, v]) => [k, v])) + "</div>").join("") + "</div>");
     const pats = ["ngrams", "skipgrams", "pos_patterns"].filter(k => O[k] && O[k].length);
     pats.forEach(k => {
