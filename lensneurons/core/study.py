@@ -108,8 +108,9 @@ def _flag_options(f: dataclasses.Field, tp: Any, default: Any) -> dict[str, Any]
     inner, _ = _unwrap(tp)
     shown = default if default is not None else "none"
     help_text = f.metadata.get("help", "")
-    options: dict[str, Any] = {"default": argparse.SUPPRESS, "dest": f.name,
-                               "help": f"{help_text} (default: {shown})".strip()}
+    # argparse %-formats help strings: a literal "1%" would print the whole option's repr
+    help_line = f"{help_text} (default: {shown})".strip().replace("%", "%%")
+    options: dict[str, Any] = {"default": argparse.SUPPRESS, "dest": f.name, "help": help_line}
     if f.metadata.get("choices"):
         options["choices"] = f.metadata["choices"]
     if inner is bool:
