@@ -127,34 +127,21 @@ def random_match(rows: list[dict]) -> dict[int, float]:
     return out
 
 
-def grammar(folder: Path) -> None:
+SUMMARY_ROWS = ["model", "dense acc. (mean over layers; best layer)", "λ = 0.2: neurons used, acc. / dense",
+                "λ = 0.1: neurons used, acc. / dense", "λ = 1 mask / dense", "top-1% / dense (mean over layers)",
+                "top-25% / dense", "random neurons matching the top 1% (log-k interpolation)",
+                "largest Spearman ρ(mask, |t|)", "off-task accuracy, middle layer, λ = 0.2", "sparse − dense off-task"]
+
+
+def probing_run(folder: Path) -> tuple[dict, dict, dict]:
+    """(summary column, per-layer dense accuracy, {(λ, layer): (density, accuracy / dense)}) of one study folder."""
     per_layer = read_csv(folder / "per_layer.csv")
     layers = sorted({int(r["layer"]) for r in per_layer})
-    cell = {(float(r["lam"]), int(r["layer"])): r for r in per_layer}
+    cell = {(round(float(r["lam"]), 4), int(r["layer"])): r for r in per_layer}
     dense = {l: float(cell[(1.0, l)]["dense_accuracy"]) for l in layers}
+    cells = {(lam, l): (float(cell[(lam, l)]["density"]), float(cell[(lam, l)]["accuracy"]) / dense[l])
+             for lam in (0.2, 0.1) for l in layers}
     config = json.loads((folder / "config.json").read_text())
-
-    # Gemma's per-layer table repeats the header "acc. / dense": read it by position
-    with open(DATA / "sparse_probing" / "mask_probes_per_layer.csv", newline="", encoding="utf-8") as f:
-        gemma = list(csv.reader(f))[1:]
-    g_dense = {int(r[0]): float(r[1]) for r in gemma}
-    g_cells = {(lam, int(r[0])): (float(r[c].rstrip("%")) / 100, float(r[c + 1]))
-               for r in gemma for lam, c in ((0.2, 2), (0.1, 4))}
-    s_cells = {(lam, l): (float(cell[(lam, l)]["density"]), float(cell[(lam, l)]["accuracy"]) / dense[l])
-               for lam in (0.2, 0.1) for l in layers}
-    rows = []
-    for name, model_dense, cells in (("Gemma-3-270M", g_dense, g_cells),
-                                     ("SmolLM2-135M-Instruct", dense, s_cells)):
-        for i, group in enumerate(fifths(len(model_dense))):
-            row = [name, ["first", "second", "third", "fourth", "last"][i], f"{group[0]}–{group[-1]}",
-                   f"{statistics.mean(model_dense[l] for l in group):.3f}"]
-            for lam in (0.2, 0.1):
-                row += [f"{100 * statistics.mean(cells[(lam, l)][0] for l in group):.1f}%",
-                        f"{statistics.mean(cells[(lam, l)][1] for l in group):.2f}"]
-            rows.append(row)
-    write_csv(DATA / "sparse_probing" / "depth_cross_model.csv",
-              ["model", "fifth of the layers", "layers", "dense acc.", "λ = 0.2: neurons used", "acc. / dense",
-               "λ = 0.1: neurons used", "acc. / dense"], rows)
 
     topk = read_csv(folder / "topk_probes.csv")
     width = max(int(r["k"]) for r in topk)
@@ -169,34 +156,56 @@ def grammar(folder: Path) -> None:
     spearman = max(float(r["spearman"]) for r in per_layer if r["spearman"] not in ("", "nan"))
     cross = [r for r in read_csv(folder / "cross_task.csv") if r["train_task"] != r["test_task"]]
     best = max(layers, key=dense.get)
-    smol = {
-        "model": f"{len(layers)} layers × d {width}, {config.get('n_pairs') or 1000} pairs per task",
-        "dense acc. (mean over layers; best layer)": f"{statistics.mean(dense.values()):.3f} ({dense[best]:.3f}, layer {best})",
-        "λ = 0.2: neurons used, acc. / dense": (
-            f"{100 * statistics.mean(float(cell[(0.2, l)]['density']) for l in layers):.1f}%, "
-            f"{statistics.mean(float(cell[(0.2, l)]['accuracy']) / dense[l] for l in layers):.3f}"),
-        "λ = 0.1: neurons used, acc. / dense": (
-            f"{100 * statistics.mean(float(cell[(0.1, l)]['density']) for l in layers):.1f}%, "
-            f"{statistics.mean(float(cell[(0.1, l)]['accuracy']) / dense[l] for l in layers):.3f}"),
-        "λ = 1 mask / dense": f"{statistics.mean(float(cell[(1.0, l)]['accuracy']) / dense[l] for l in layers):.3f}",
-        "top-1% / dense (mean over layers)": f"{topk_ratio(top1):.2f} (top-{top1})",
-        "top-25% / dense": f"{topk_ratio(width // 4):.2f} (top-{width // 4})",
-        "random neurons matching the top 1% (log-k interpolation)":
-            f"{min(match.values()):.1f}–{max(match.values()):.1f}×",
-        "largest Spearman ρ(mask, |t|)": f"{spearman:.2f}",
-        "off-task accuracy, middle layer, λ = 0.2": f"{statistics.mean(float(r['sparse']) for r in cross):.3f}",
-        "sparse − dense off-task": f"{statistics.mean(float(r['diff']) for r in cross):+.3f}".replace("-", "−"),
-    }
-    g_mean = statistics.mean(g_dense.values())
-    g_best = max(g_dense, key=g_dense.get)
-    gemma_col = {
+    mean_cells = lambda lam: (f"{100 * statistics.mean(cells[(lam, l)][0] for l in layers):.1f}%, "  # noqa: E731
+                              f"{statistics.mean(cells[(lam, l)][1] for l in layers):.3f}")
+    column = dict(zip(SUMMARY_ROWS, [
+        f"{len(layers)} layers × d {width}, {config.get('n_pairs') or 1000} pairs per task",
+        f"{statistics.mean(dense.values()):.3f} ({dense[best]:.3f}, layer {best})",
+        mean_cells(0.2), mean_cells(0.1),
+        f"{statistics.mean(float(cell[(1.0, l)]['accuracy']) / dense[l] for l in layers):.3f}",
+        f"{topk_ratio(top1):.2f} (top-{top1})",
+        f"{topk_ratio(width // 4):.2f} (top-{width // 4})",
+        f"{min(match.values()):.1f}–{max(match.values()):.1f}×",
+        f"{spearman:.2f}",
+        f"{statistics.mean(float(r['sparse']) for r in cross):.3f}",
+        f"{statistics.mean(float(r['diff']) for r in cross):+.3f}".replace("-", "−"),
+    ]))
+    return column, dense, cells
+
+
+def grammar(folder: Path, reference: Path | None) -> None:
+    """SmolLM2's probing folder beside Gemma's paper-size run (committed tables) and, if given, a Gemma run with
+    SmolLM2's settings (`reference`), so that data size and model can be told apart."""
+    # Gemma's paper-size per-layer table repeats the header "acc. / dense": read it by position
+    with open(DATA / "sparse_probing" / "mask_probes_per_layer.csv", newline="", encoding="utf-8") as f:
+        gemma = list(csv.reader(f))[1:]
+    g_dense = {int(r[0]): float(r[1]) for r in gemma}
+    g_cells = {(lam, int(r[0])): (float(r[c].rstrip("%")) / 100, float(r[c + 1]))
+               for r in gemma for lam, c in ((0.2, 2), (0.1, 4))}
+    g_mean, g_best = statistics.mean(g_dense.values()), max(g_dense, key=g_dense.get)
+    runs = [("Gemma-3-270M, 1,000 pairs", {
         "model": "18 layers × d 640, 1000 pairs per task",
         "dense acc. (mean over layers; best layer)": f"{g_mean:.3f} ({g_dense[g_best]:.3f}, layer {g_best})",
         "λ = 0.2: neurons used, acc. / dense": "21.7%, 0.946", "λ = 0.1: neurons used, acc. / dense": "5.3%, 0.894",
-        **GEMMA_S,
-    }
-    write_csv(DATA / "sparse_probing" / "summary_cross_model.csv", ["", "Gemma-3-270M", "SmolLM2-135M-Instruct"],
-              [[key, gemma_col[key], smol[key]] for key in smol])
+        **GEMMA_S}, g_dense, g_cells)]
+    if reference is not None:
+        runs.append(("Gemma-3-270M, 400 pairs", *probing_run(reference)))
+    runs.append(("SmolLM2-135M-Instruct, 400 pairs", *probing_run(folder)))
+
+    rows = []
+    for name, _, model_dense, cells in runs:
+        for i, group in enumerate(fifths(len(model_dense))):
+            row = [name, ["first", "second", "third", "fourth", "last"][i], f"{group[0]}–{group[-1]}",
+                   f"{statistics.mean(model_dense[l] for l in group):.3f}"]
+            for lam in (0.2, 0.1):
+                row += [f"{100 * statistics.mean(cells[(lam, l)][0] for l in group):.1f}%",
+                        f"{statistics.mean(cells[(lam, l)][1] for l in group):.2f}"]
+            rows.append(row)
+    write_csv(DATA / "sparse_probing" / "depth_cross_model.csv",
+              ["run", "fifth of the layers", "layers", "dense acc.", "λ = 0.2: neurons used", "acc. / dense",
+               "λ = 0.1: neurons used", "acc. / dense"], rows)
+    write_csv(DATA / "sparse_probing" / "summary_cross_model.csv", ["", *(name for name, *_ in runs)],
+              [[key, *(column[key] for _, column, *_ in runs)] for key in SUMMARY_ROWS])
 
 
 # ------------------------------------------------------------------------------------------------ paper K
@@ -274,7 +283,7 @@ def corpus(folder: Path) -> None:
     for r in classifier:
         by_field.setdefault(r["field"], Counter())[r["label"]] += 1
     top = torch.load(folder / "top_sentences.pt", weights_only=True)
-    ids = top["ids"]  # [layer, neuron, K]
+    ids = top["ids"].permute(1, 2, 0)  # saved as [K, layer, neuron]
 
     def overlap(a: int, b: int, shuffle: bool) -> float:
         rng = random.Random(0)
@@ -328,13 +337,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--language", type=Path, help="language-neurons folder (SmolLM2, --preset paper)")
     parser.add_argument("--ablation", type=Path, help="language-neurons folder with the k-ablation")
     parser.add_argument("--grammar", type=Path, help="sparse-probing folder (SmolLM2)")
+    parser.add_argument("--grammar-reference", type=Path,
+                        help="sparse-probing folder of Gemma with the same settings as --grammar")
     parser.add_argument("--knowledge", type=Path, help="knowledge-neurons folder (SmolLM2)")
     parser.add_argument("--corpus", type=Path, help="corpus-neurons folder (SmolLM2)")
     args = parser.parse_args(argv)
     if args.language:
         language(args.language, args.ablation)
     if args.grammar:
-        grammar(args.grammar)
+        grammar(args.grammar, args.grammar_reference)
     if args.knowledge:
         knowledge(args.knowledge)
     if args.corpus:
