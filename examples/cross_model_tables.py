@@ -5,15 +5,20 @@ docs/results/data; SmolLM2's side is computed from the study folders named on th
 optional: give the folders that exist.
 
     python examples/cross_model_tables.py --language results/L_smollm2_paper --ablation results/L_smollm2_kabl \
-        --grammar results/S_smollm2 --knowledge results/K_smollm2 --corpus results/O_smollm2_15k
+        --grammar results/S_smollm2 --grammar-reference results/S_gemma_400 --knowledge results/K_smollm2_100 \
+        --corpus results/O_smollm2_15k
 """
 import argparse
 import csv
 import json
+import math
+import random
 import re
 import statistics
 from collections import Counter
 from pathlib import Path
+
+import torch
 
 DATA = Path(__file__).parents[1] / "docs" / "results" / "data"
 LANGS = ["en", "de", "fr", "es", "zh", "ja"]
@@ -110,7 +115,6 @@ def fifths(n_layers: int) -> list[list[int]]:
 def random_match(rows: list[dict]) -> dict[int, float]:
     """Per layer: the k at which the task-averaged random-k curve reaches the task-averaged top-1% accuracy,
     interpolated linearly in log k, divided by the top-1% size."""
-    import math
     ks = sorted(int(c.removeprefix("random_")) for c in rows[0] if c.startswith("random_") and c[7:].isdigit())
     out = {}
     for layer in sorted({int(r["layer"]) for r in rows}):
@@ -218,7 +222,6 @@ def knowledge(folder: Path) -> None:
     concepts = neurons["concepts"]
     per_fact = [len(c["neurons"]) for c in concepts.values()]
     hist = [int(r["neurons"]) for r in read_csv(folder / "layer_histogram.csv")]
-    total = sum(hist)
     dist = {(r["edit"], r["target"]): r for r in read_csv(folder / "distribution.csv")}
     relations = Counter(c.split(":", 1)[0] for c in concepts)
 
@@ -263,17 +266,7 @@ def knowledge(folder: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ paper O
-def pearson(a: list[float], b: list[float]) -> float:
-    ma, mb = statistics.mean(a), statistics.mean(b)
-    cov = sum((x - ma) * (y - mb) for x, y in zip(a, b))
-    return cov / (sum((x - ma) ** 2 for x in a) * sum((y - mb) ** 2 for y in b)) ** 0.5
-
-
 def corpus(folder: Path) -> None:
-    import random
-
-    import torch
-
     lengths = {int(r.pop("layer")): [float(v) for v in r.values()] for r in read_csv(folder / "mean_length.csv")}
     layers = sorted(lengths)
     width = len(lengths[layers[0]])
@@ -285,19 +278,18 @@ def corpus(folder: Path) -> None:
     top = torch.load(folder / "top_sentences.pt", weights_only=True)
     ids = top["ids"].permute(1, 2, 0)  # saved as [K, layer, neuron]
 
-    def overlap(a: int, b: int, shuffle: bool) -> float:
-        rng = random.Random(0)
-        others = list(range(width))
-        if shuffle:
-            rng.shuffle(others)
+    def overlap(a: int, b: int, other: bool) -> float:
+        """Mean share of top sentences dimension j of layer a shares with dimension j (or, with `other`, a
+        dimension shifted by one seeded random offset, never j itself) of layer b."""
+        shift = random.Random(0).randrange(1, width) if other else 0
         sa, sb = ids[layers.index(a)], ids[layers.index(b)]
-        return statistics.mean(len(set(sa[j].tolist()) & set(sb[others[j]].tolist())) / sa.shape[-1]
+        return statistics.mean(len(set(sa[j].tolist()) & set(sb[(j + shift) % width].tolist())) / sa.shape[-1]
                                for j in range(width))
 
     sse = {int(r["layer"]): r for r in read_csv(folder / "sse_curves.csv")}
     total = {l: float(sse[l]["k1"]) for l in layers}
     tight = {l: float(sse[l]["k10"]) / float(sse[l]["k1"]) for l in layers}
-    adjacent = [pearson(lengths[a], lengths[b]) for a, b in zip(layers, layers[1:])]
+    adjacent = [statistics.correlation(lengths[a], lengths[b]) for a, b in zip(layers, layers[1:])]
     n = len(layers)
     quarter = [layers[0], layers[n // 3], layers[2 * n // 3], layers[-1]]
     median_len = {l: statistics.median(lengths[l]) for l in layers}
@@ -314,7 +306,7 @@ def corpus(folder: Path) -> None:
          ", ".join(f"{median_len[l]:.1f} ({l})" for l in quarter)],
         ["Pearson r of mean length, adjacent layers", "0.48–0.94",
          f"{min(adjacent):.2f}–{max(adjacent):.2f}"],
-        ["… first and last layer", "—", f"{pearson(lengths[layers[0]], lengths[layers[-1]]):.2f}"],
+        ["… first and last layer", "—", f"{statistics.correlation(lengths[layers[0]], lengths[layers[-1]]):.2f}"],
         ["top-set overlap, same dimension in the last two layers (random other dimension)", "60.5% (3.2%)",
          f"{100 * overlap(layers[-2], layers[-1], False):.1f}% ({100 * overlap(layers[-2], layers[-1], True):.1f}%)"],
         ["SSE k = 1 (total scatter of top sets): first layer, highest (layer), last layer",
